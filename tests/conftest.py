@@ -1,0 +1,96 @@
+"""Shared fixtures: tiny random models (unit tests) and the embedded model (integration)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+class TinyTokenizer:
+    """A character-level tokenizer with a chat template, enough for the pipeline's needs."""
+
+    chat_template = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}<assistant>"
+    pad_token_id = 0
+    eos_token_id = 1
+    pad_token = "<pad>"
+    eos_token = "<eos>"
+
+    def __init__(self, vocab_size: int = 96) -> None:
+        self.vocab_size = vocab_size
+
+    def _ids(self, text: str) -> list[int]:
+        return [2 + (ord(c) % (self.vocab_size - 2)) for c in text]
+
+    def __call__(self, text, add_special_tokens: bool = True, **_: object) -> dict:
+        if isinstance(text, list):
+            return {"input_ids": [self._ids(t) for t in text]}
+        return {"input_ids": self._ids(text)}
+
+    def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=True, **_: object) -> str:
+        return "".join(f"<{m['role']}>{m['content']}" for m in messages) + ("<assistant>" if add_generation_prompt else "")
+
+    def decode(self, ids, skip_special_tokens: bool = True) -> str:
+        return "".join(chr(32 + (i - 2) % 94) for i in ids if i > 1)
+
+    def batch_decode(self, batch, skip_special_tokens: bool = True) -> list[str]:
+        return [self.decode(ids) for ids in batch]
+
+
+def tiny_config(arch: str = "llama", **overrides):
+    """A randomly initialised config of the given family, small enough for unit tests."""
+    import transformers as tf
+
+    common = dict(vocab_size=96)
+    if arch == "llama":
+        cfg = tf.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
+                             num_key_value_heads=2, max_position_embeddings=512, **common)
+    elif arch == "mistral":
+        cfg = tf.MistralConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+                               num_key_value_heads=2, **common)
+    elif arch == "qwen2":
+        cfg = tf.Qwen2Config(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+                             num_key_value_heads=2, **common)
+    elif arch == "gemma":
+        cfg = tf.GemmaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+                             num_key_value_heads=2, head_dim=8, **common)
+    elif arch == "phi3":
+        cfg = tf.Phi3Config(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+                            num_key_value_heads=2, pad_token_id=0, **common)
+    elif arch == "gpt2":
+        cfg = tf.GPT2Config(n_embd=32, n_layer=3, n_head=4, n_positions=512, **common)
+    elif arch == "gpt_neox":
+        cfg = tf.GPTNeoXConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+                               **common)
+    else:
+        raise ValueError(arch)
+    for k, v in overrides.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+def tiny_model(arch: str = "llama", seed: int = 0, **overrides):
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(tiny_config(arch, **overrides), dtype=torch.float32)
+    model.eval().requires_grad_(False)
+    return model
+
+
+@pytest.fixture
+def tiny():
+    return tiny_model("llama"), TinyTokenizer()
+
+
+@pytest.fixture(scope="session")
+def embedded():
+    from steerkit.models import load_model
+
+    return load_model()
