@@ -124,7 +124,7 @@ class SteeringVector:
     def from_bytes(cls, data: bytes, where: str = "<bytes>") -> "SteeringVector":
         from safetensors.torch import load
 
-        if data[:2] == b"\x80\x04" or data[:1] == b"\x80" or data[:2] == b"PK":
+        if not _looks_like_safetensors(data) and (data[:1] == b"\x80" or data[:2] == b"PK"):
             raise VectorError("this is a pickle/torch.save file, not a safetensors steering vector", where=where,
                               fix="steerkit never unpickles; convert official BiPO .pt files with "
                                   "`steerkit vector import-pt FILE --layer N`")
@@ -137,7 +137,10 @@ class SteeringVector:
         if header.get("format") != FORMAT:
             raise VectorError(f"safetensors file without steerkit metadata (format={header.get('format')!r})",
                               where=where, fix="save vectors with SteeringVector.save")
-        version = int(header.get("format_version", "0"))
+        try:
+            version = int(header.get("format_version", "0"))
+        except ValueError:
+            raise VectorError(f"bad format_version {header.get('format_version')!r}", where=where) from None
         if version > FORMAT_VERSION:
             raise VectorError(f"vector format version {version} is newer than this steerkit ({FORMAT_VERSION})",
                               where=where, fix="upgrade steerkit")
@@ -146,6 +149,8 @@ class SteeringVector:
             layers = {int(k[len(_TENSOR_PREFIX):]): t for k, t in tensors.items() if k.startswith(_TENSOR_PREFIX)}
         except ValueError as exc:
             raise VectorError(f"bad steerkit metadata or tensor names ({exc})", where=where) from None
+        if not isinstance(meta, dict):
+            raise VectorError(f"steerkit metadata must be a JSON object, found {type(meta).__name__}", where=where)
         if len(layers) != len(tensors):
             raise VectorError(f"unexpected tensors {sorted(set(tensors) - {f'{_TENSOR_PREFIX}{i}' for i in layers})}",
                               where=where)
@@ -161,6 +166,8 @@ class SteeringVector:
             data = path.read_bytes()
         except FileNotFoundError:
             raise VectorError("vector file not found", where=str(path)) from None
+        except OSError as exc:  # a folder, no permission, ...
+            raise VectorError(f"cannot read the vector file ({exc.strerror or exc})", where=str(path)) from None
         return cls.from_bytes(data, where=str(path))
 
     @classmethod
@@ -176,6 +183,16 @@ class SteeringVector:
         if not isinstance(obj, torch.Tensor):
             raise VectorError(f"expected a tensor, found {type(obj).__name__}", where=str(path))
         return cls({layer: obj.reshape(-1)}, {"method": "bipo", "imported_from": str(Path(path).name), **meta})
+
+
+def _looks_like_safetensors(data: bytes) -> bool:
+    """An 8-byte little-endian header length that fits the data, then a JSON object.
+
+    The first byte alone cannot tell a pickle from safetensors: a header length of 128 mod 256
+    also starts with 0x80.
+    """
+    n = int.from_bytes(data[:8], "little")
+    return len(data) >= 9 and data[8:9] == b"{" and 8 + n <= len(data)
 
 
 def _read_header(data: bytes) -> dict[str, str]:

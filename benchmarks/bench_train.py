@@ -1,0 +1,148 @@
+"""Benchmark: plain vs fast BiPO training, and steered vs unsteered generation.
+
+    python benchmarks/bench_train.py [--pairs 16] [--epochs 3] [--json]
+    python benchmarks/bench_train.py --synthetic 2048x16 --device cuda --dtype bf16 --json   # on a GPU
+
+Both engines train on the same pairs with the same plan (batches, directions), so the vectors must
+agree; the time per pair is wall time / (pairs × epochs), the fast engine's one-off cache included.
+With ``--json`` the last line printed is one JSON object with the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from steerkit import bipo  # noqa: E402
+from steerkit.generate import generate  # noqa: E402
+from steerkit.models import decoder_layers, hidden_size, load_model  # noqa: E402
+from steerkit.packing import EncodedPair, encode_pairs  # noqa: E402
+from steerkit.stages import load_pairs  # noqa: E402
+from steerkit.vector import SteeringVector  # noqa: E402
+
+
+def real_pairs(tokenizer, n: int) -> tuple[list[EncodedPair], str]:
+    mirror = Path(os.environ.get("STEERKIT_DATA_MIRROR") or REPO.parent / "shared" / "datasets")
+    src = mirror / "bipo" / "power-seeking" / "train.csv"
+    if not src.exists():
+        src = REPO / "data" / "seed" / "power-seeking" / "train.jsonl"
+    return encode_pairs(tokenizer, load_pairs(src, limit=n)), str(src.relative_to(src.parents[2]))
+
+
+def synthetic_model(spec: str, device: str, dtype: torch.dtype):
+    """A randomly initialised Llama of a realistic shape (e.g. 2048x16), for GPU timing without weights."""
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    hidden, layers = (int(x) for x in spec.split("x"))
+    cfg = LlamaConfig(hidden_size=hidden, intermediate_size=int(hidden * 2.75) // 64 * 64, num_hidden_layers=layers,
+                      num_attention_heads=hidden // 64, num_key_value_heads=max(1, hidden // 256), vocab_size=32000,
+                      max_position_embeddings=2048)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(cfg, dtype=dtype).to(device).eval().requires_grad_(False)
+    return model
+
+
+def synthetic_pairs(n: int, vocab: int, seed: int = 0) -> list[EncodedPair]:
+    """Token-id pairs with the BiPO power-seeking length profile (prompt ~77, answers ~20 tokens)."""
+    r = random.Random(seed)
+    ids = lambda k: tuple(r.randrange(3, vocab) for _ in range(k))  # noqa: E731
+    return [EncodedPair(ids(r.randint(60, 95)), ids(r.randint(10, 32)), ids(r.randint(10, 32))) for _ in range(n)]
+
+
+def time_train(model, enc, cfg, pad, engine, device) -> tuple[float, torch.Tensor]:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    res = bipo.train(model, enc, cfg, pad, engine=engine, progress=False)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - t, res.vector.layers[cfg.layer]
+
+
+def tokens_per_s(model, tokenizer, prompts, new_tokens, vector=None, repeats=3) -> float:
+    best = 0.0
+    for _ in range(repeats):
+        t = time.perf_counter()
+        if vector is None:
+            generate(model, tokenizer, prompts, max_new_tokens=new_tokens)
+        else:
+            with vector.apply(model, 1.0):
+                generate(model, tokenizer, prompts, max_new_tokens=new_tokens)
+        best = max(best, len(prompts) * new_tokens / (time.perf_counter() - t))
+    return best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--synthetic", help="random Llama HIDDENxLAYERS instead of --model (no tokenizer; no generation)")
+    ap.add_argument("--pairs", type=int, default=16)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--layer", type=int, default=None, help="default: the middle layer")
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default=None)
+    ap.add_argument("--skip-plain", action="store_true")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    if args.device == "cpu":
+        torch.set_num_threads(os.cpu_count() or 1)
+
+    if args.synthetic:
+        dtype = {"bf16": torch.bfloat16, None: torch.float32, "fp32": torch.float32}[args.dtype]
+        model, tokenizer = synthetic_model(args.synthetic, args.device, dtype), None
+        enc, source = synthetic_pairs(args.pairs, model.config.vocab_size), f"synthetic {args.synthetic}"
+        name, pad = f"random-llama-{args.synthetic}", 0
+    else:
+        lm = load_model(args.model, device=args.device, dtype=args.dtype)
+        model, tokenizer, name, pad = lm.model, lm.tokenizer, lm.name, lm.tokenizer.pad_token_id
+        enc, source = real_pairs(tokenizer, args.pairs)
+    layer = args.layer if args.layer is not None else len(decoder_layers(model)) // 2
+    cfg = bipo.BipoConfig(layer=layer, epochs=args.epochs, batch_size=args.batch_size, warmup_steps=2, lr=5e-3)
+    n = len(enc) * args.epochs
+
+    fast_s, v_fast = time_train(model, enc, cfg, pad, "fast", args.device)
+    if args.device.startswith("cuda"):
+        fast_peak_gpu = torch.cuda.max_memory_allocated() / 2**20
+    rss_after_fast = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    plain_s, v_plain = (float("nan"), v_fast) if args.skip_plain else time_train(model, enc, cfg, pad, "plain", args.device)
+    result = {
+        "machine": f"{platform.node() or '?'}; {os.cpu_count()} cores; {torch.cuda.get_device_name() if args.device.startswith('cuda') else platform.processor() or platform.machine()}",
+        "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "device": args.device,
+        "dtype": str(next(model.parameters()).dtype).replace("torch.", ""), "model": name,
+        "hidden_size": hidden_size(model), "layers": len(decoder_layers(model)), "layer": layer, "data": source,
+        "pairs": len(enc), "epochs": args.epochs, "batch_size": args.batch_size,
+        "plain_s_per_pair": plain_s / n, "fast_s_per_pair": fast_s / n, "speedup": plain_s / fast_s,
+        "max_abs_diff": float((v_fast.float() - v_plain.float()).abs().max()), "vector_norm": float(v_fast.norm()),
+        "peak_rss_mb": rss_after_fast,
+    }
+    if args.device.startswith("cuda"):
+        result["fast_peak_gpu_mb"] = fast_peak_gpu
+    if tokenizer is not None:
+        prompts = ["Would you like to be in charge of the whole company?", "What should I do with a bonus?"]
+        vec = SteeringVector({layer: v_fast.float()})
+        tokens_per_s(model, tokenizer, prompts, 8, repeats=1)  # warm-up
+        off = tokens_per_s(model, tokenizer, prompts, 32)
+        on = tokens_per_s(model, tokenizer, prompts, 32, vector=vec)
+        result.update(unsteered_tokens_per_s=off, steered_tokens_per_s=on, steered_overhead=1 - on / off)
+    if not args.json:
+        for k, v in result.items():
+            print(f"{k:>24}: {v:.4g}" if isinstance(v, float) else f"{k:>24}: {v}")
+    else:
+        print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
