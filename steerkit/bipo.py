@@ -34,7 +34,7 @@ from torch import nn
 
 from .errors import TrainingError
 from .fileio import atomic_write_bytes, atomic_write_text, sha256_bytes
-from .models import decoder_layers, hidden_size, model_device
+from .models import decoder_layers, hidden_size, model_device, stable_attention
 from .packing import EncodedPair, PackedBatch, pack, segment_logps
 from .vector import SteeringVector, add_to_output, model_meta
 
@@ -316,6 +316,14 @@ def train(model: nn.Module, pairs: Sequence[EncodedPair], cfg: BipoConfig, pad_i
           extra_meta: dict[str, Any] | None = None,
           on_step: Callable[[int, dict], None] | None = None) -> TrainResult:
     """Train one BiPO vector. ``checkpoint`` is written each epoch; ``resume`` continues from it."""
+    with stable_attention(model):
+        return _train(model, pairs, cfg, pad_id, engine=engine, model_name=model_name, checkpoint=checkpoint,
+                      resume=resume, progress=progress, stop_after=stop_after, extra_meta=extra_meta, on_step=on_step)
+
+
+def _train(model: nn.Module, pairs: Sequence[EncodedPair], cfg: BipoConfig, pad_id: int, *, engine: str,
+           model_name: str, checkpoint: str | Path | None, resume: bool, progress: bool, stop_after: int | None,
+           extra_meta: dict[str, Any] | None, on_step: Callable[[int, dict], None] | None) -> TrainResult:
     t0 = time.perf_counter()
     cfg.validate(len(decoder_layers(model)))
     if not pairs:

@@ -208,5 +208,82 @@ def demo(model: str = ModelOpt,
         _fail(exc)
 
 
+# -------------------------------------------------------------------------------------- evaluate
+_EVAL_MULTIPLIERS = ["-2", "-1", "-0.5", "0", "0.5", "1", "2"]  # = evaluate.DEFAULT_MULTIPLIERS (kept light to import)
+
+
+@app.command()
+def evaluate(vector: Path = typer.Option(..., "--vector", "-v", help="The steering vector to evaluate."),
+             test: Path = typer.Option(..., "--test", "-t", help="Held-out pairs (JSONL from `data prepare`, or any reader format)."),
+             model: str = ModelOpt,
+             multiplier: List[str] = typer.Option(_EVAL_MULTIPLIERS, "--multiplier", "-x", help="Multipliers (repeatable)."),
+             judge: str = typer.Option("embedding", help="Open-ended judge: embedding, refusal, openai or none."),
+             n_open: int = typer.Option(8, help="Held-out questions answered freely under each multiplier and judged."),
+             baseline: Optional[Path] = typer.Option(None, help="A second vector (e.g. CAA), compared at this vector's norm."),
+             out: Optional[Path] = typer.Option(None, "--out", "-o",
+                                                help="Report JSON (default reports/eval/<model>/<behavior>.json); the PNG goes beside it."),
+             limit: Optional[int] = typer.Option(None, help="Use only the first N test pairs."),
+             texts: Optional[Path] = typer.Option(None, help="Neutral texts for perplexity, one per line (default data/seed/neutral.txt)."),
+             batch_size: int = typer.Option(8, help="Pairs or texts per forward pass."),
+             max_new_tokens: int = typer.Option(40, help="Tokens per open-ended answer."),
+             device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 … (default: cuda if present)."),
+             dtype: Optional[str] = typer.Option(None, help="fp32, bf16 (default: bf16 on CUDA, fp32 on CPU).")) -> None:
+    """Show that a vector steers on held-out pairs: margins, A/B probability, fluency cost, judged answers."""
+    from .evaluate import evaluate_vector, neutral_texts, write_report
+    from .judges import make_judge
+    from .layout import report_path
+    from .models import load_model
+    from .stages import load_pairs
+    from .vector import SteeringVector, _as_float
+
+    try:
+        mults = [_as_float(m) for m in multiplier]
+        vec = SteeringVector.load(vector)
+        base = SteeringVector.load(baseline) if baseline else None
+        behavior, method = vec.meta.get("behavior"), vec.meta.get("method")
+        if out is None:
+            if not behavior:
+                raise SteerkitError("the vector's metadata names no behavior, so the report path cannot be derived",
+                                    where=str(vector), fix="pass --out reports/eval/<model>/<name>.json")
+            name = behavior if method in (None, "bipo") else f"{behavior}.{method}"
+            out = report_path(".", "eval", model, name)
+        pairs = load_pairs(test, limit)
+        neutral = neutral_texts(texts)
+        chosen = None if judge.strip().lower() == "none" else (
+            make_judge(judge, behavior=behavior) if judge.strip().lower() == "openai" else make_judge(judge))
+        lm = load_model(model, device=device, dtype=dtype)
+        report = evaluate_vector(lm.model, lm.tokenizer, vec, pairs, mults, judge=chosen, n_open=n_open,
+                                 texts=neutral, compare=base, batch_size=batch_size, max_new_tokens=max_new_tokens)
+        report.update(model=lm.name, vector_file=str(vector), test_file=str(test),
+                      baseline_file=str(baseline) if baseline else None)
+        json_path, png_path = write_report(report, out)
+    except SteerkitError as exc:
+        _fail(exc)
+    for part, title in ((report, "vector"), (report.get("baseline"), "baseline")):
+        if part:
+            console.print(_eval_table(part, f"{title}: {part['vector'].get('method') or '?'} "
+                                            f"(|v| = {part['vector']['norm']:.3f})"))
+    s = report["summary"]
+    console.print("summary: " + ", ".join(f"{k} = {v:.3f}" if isinstance(v, float) else f"{k} = {v}"
+                                         for k, v in s.items()))
+    console.print(f"[green]✓[/] {json_path}\n[green]✓[/] {png_path}")
+
+
+def _eval_table(part: dict, title: str) -> Table:
+    def at(rows: list, m: float, key: str) -> str:
+        v = next((r.get(key) for r in rows or [] if r["multiplier"] == m), None)
+        return "—" if v is None else f"{v:.3f}"
+
+    judged = (part.get("open_ended") or {}).get("curve")
+    table = Table("m", "margin", "/token", "win", "p(A/B)", "ppl", "fluency",
+                  f"judge: {part['open_ended']['judge']}" if judged else "judge", title=title)
+    for m in sorted({r["multiplier"] for r in part["margin"]}):
+        table.add_row(f"{m:g}", at(part["margin"], m, "margin"), at(part["margin"], m, "margin_per_token"),
+                      at(part["margin"], m, "win_fraction"), at(part["ab"], m, "p_matching"),
+                      at(part["perplexity"], m, "perplexity"), at(part["perplexity"], m, "fluency_cost"),
+                      at(judged, m, "judge_score"))
+    return table
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -43,3 +43,7 @@ class VectorError(SteerkitError, ValueError):
 
 class TrainingError(SteerkitError, RuntimeError):
     """Training cannot go on (non-finite loss, bad parameters)."""
+
+
+class JudgeError(SteerkitError, RuntimeError):
+    """A judge cannot score (model package missing, judge server unreachable or its reply unusable)."""
