@@ -84,6 +84,21 @@ def tiny_model(arch: str = "llama", seed: int = 0, **overrides):
     return model
 
 
+def random_pairs(n: int = 24, seed: int = 0):
+    """Short random-letter pairs of varied lengths: enough to train and compare engines on a tiny model."""
+    import random
+
+    from steerkit.pairs import ContrastivePair
+
+    r = random.Random(seed)
+
+    def s(k: int) -> str:
+        return "".join(r.choice("abcdefgh ") for _ in range(k))
+
+    return [ContrastivePair(s(r.randint(5, 30)), s(r.randint(3, 15)), s(r.randint(3, 15)), id=str(i))
+            for i in range(n)]
+
+
 @pytest.fixture
 def tiny():
     return tiny_model("llama"), TinyTokenizer()

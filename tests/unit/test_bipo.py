@@ -13,17 +13,7 @@ from steerkit.errors import TrainingError
 from steerkit.packing import encode_pairs, pack, segment_logps
 from steerkit.pairs import ContrastivePair
 
-from ..conftest import TinyTokenizer, tiny_model
-
-
-def random_pairs(n: int = 24, seed: int = 0) -> list[ContrastivePair]:
-    r = random.Random(seed)
-
-    def s(k: int) -> str:
-        return "".join(r.choice("abcdefgh ") for _ in range(k))
-
-    return [ContrastivePair(s(r.randint(5, 30)), s(r.randint(3, 15)), s(r.randint(3, 15)), id=str(i))
-            for i in range(n)]
+from ..conftest import TinyTokenizer, random_pairs, tiny_model
 
 
 @pytest.fixture

@@ -7,8 +7,7 @@ import torch
 from steerkit.caa import train_caa
 from steerkit.packing import encode_pairs
 
-from ..conftest import TinyTokenizer, tiny_model
-from .test_bipo import random_pairs
+from ..conftest import TinyTokenizer, random_pairs, tiny_model
 
 
 def test_caa_equals_mean_difference_computed_separately():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 
 import pytest
 import torch
@@ -19,18 +18,13 @@ from steerkit.pairs import ContrastivePair
 from steerkit.vector import SteeringVector
 
 from ..conftest import TinyTokenizer, tiny_model
+from ..conftest import random_pairs as _random_pairs
 
 LAST = 3  # the tiny llama has 4 layers
 
 
 def random_pairs(n: int = 10, seed: int = 0) -> list[ContrastivePair]:
-    r = random.Random(seed)
-
-    def s(k: int) -> str:
-        return "".join(r.choice("abcdefgh ") for _ in range(k))
-
-    return [ContrastivePair(s(r.randint(5, 30)), s(r.randint(3, 15)), s(r.randint(3, 15)), id=str(i))
-            for i in range(n)]
+    return _random_pairs(n, seed)
 
 
 def head_direction(model, tok, good: str, bad: str, scale: float = 0.1) -> SteeringVector:
