@@ -285,5 +285,24 @@ def _eval_table(part: dict, title: str) -> Table:
     return table
 
 
+@app.command()
+def export(vector: Path = typer.Argument(..., help="A steerkit vector (.safetensors)."),
+           out: Path = typer.Option(..., "--out", "-o", help="Output .gguf path."),
+           multiplier: str = typer.Option("1", "--multiplier", "-x", help="Baked-in scale (llama.cpp can rescale too)."),
+           fmt: str = typer.Option("llamacpp", "--format", help="Target runtime; llamacpp = control-vector GGUF.")) -> None:
+    """Export a vector for llama.cpp: `llama-cli --control-vector OUT.gguf` (or --control-vector-scaled)."""
+    from .export import to_llamacpp_gguf
+    from .vector import SteeringVector, _as_float
+
+    try:
+        if fmt != "llamacpp":
+            raise SteerkitError(f"unknown export format {fmt!r}", fix="use --format llamacpp")
+        vec = SteeringVector.load(vector)
+        path = to_llamacpp_gguf(vec, out, multiplier=_as_float(multiplier))
+    except SteerkitError as exc:
+        _fail(exc)
+    console.print(f"[green]✓[/] {path} (llama.cpp control vector, layers {vec.layer_ids})")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
