@@ -304,5 +304,11 @@ def export(vector: Path = typer.Argument(..., help="A steerkit vector (.safetens
     console.print(f"[green]✓[/] {path} (llama.cpp control vector, layers {vec.layer_ids})")
 
 
+# ------------------------------------------------------------------------- sub-apps of other modules
+# Each area's commands live in its own module (cli_<area>.py) and are registered below, one line each.
+from .cli_catalog import catalog_app  # noqa: E402
+app.add_typer(catalog_app, name="catalog")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
