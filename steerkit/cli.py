@@ -308,6 +308,8 @@ def export(vector: Path = typer.Argument(..., help="A steerkit vector (.safetens
 # Each area's commands live in its own module (cli_<area>.py) and are registered below, one line each.
 from .cli_catalog import catalog_app  # noqa: E402
 app.add_typer(catalog_app, name="catalog")
+from .cli_calibrate import register as _register_calibrate  # noqa: E402
+_register_calibrate(app)
 
 
 if __name__ == "__main__":  # pragma: no cover

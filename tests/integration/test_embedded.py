@@ -88,3 +88,17 @@ def test_demo_summary_runs(tmp_path):
     assert res.exit_code == 0, res.output
     assert "power-seeking" in res.output and "wealth-seeking" in res.output and "30 layers" in res.output
     assert (tmp_path / "data" / "pairs" / "power-seeking" / "train.jsonl").exists()
+
+
+def test_cli_calibrate_records_layer_and_safe_range(tmp_path):
+    out = tmp_path / "cal.safetensors"
+    res = CliRunner().invoke(app, ["calibrate", "-d", str(SEED / "train.jsonl"), "-b", "power-seeking", "-o", str(out),
+                                   "--limit", "15", "--layers", "10,15", "--epochs", "1", "--val-fraction", "0.34"])
+    assert res.exit_code == 0, res.output
+    meta = SteeringVector.load(out).meta
+    chosen = meta["calibration"]["chosen"]
+    assert chosen["layer"] in (10, 15) and meta["layer"] == chosen["layer"]
+    assert [c["layer"] for c in meta["calibration"]["candidates"]] == [10, 15]
+    lo, hi = meta["safe_multipliers"]
+    assert lo == -hi and hi >= 0
+    assert out.with_suffix(".calibration.json").exists()

@@ -1,0 +1,207 @@
+"""Reproduce the BiPO paper's behaviors on the embedded model and write RESULTS.md.
+
+    python experiments/paper_behaviors.py [--quick]        # needs STEERKIT_DATA_MIRROR (the shared datasets)
+
+1. Calibration on power-seeking: a layer sweep (and a learning-rate sweep at the best layer)
+   on a validation split carved from the BiPO training file.
+2. For each behavior (power-seeking, wealth-seeking, hallucination, jailbreak, truthfulness):
+   BiPO and CAA on the same training pairs at the chosen layer, CAA scaled to BiPO's norm,
+   evaluated on held-out pairs; jailbreak also by refusal rate on AdvBench goals in neither
+   BiPO split, truthfulness also by TruthfulQA MC1 accuracy on held-out questions.
+Each behavior's report goes to reports/results/<behavior>.json; RESULTS.md is rebuilt from them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from steerkit import bipo  # noqa: E402
+from steerkit.behaviors import mc1_accuracy_curve, refusal_curve  # noqa: E402
+from steerkit.caa import train_caa  # noqa: E402
+from steerkit.calibrate import calibrate  # noqa: E402
+from steerkit.evaluate import evaluate_vector  # noqa: E402
+from steerkit.fileio import atomic_write_json, atomic_write_text  # noqa: E402
+from steerkit.judges import EmbeddingJudge  # noqa: E402
+from steerkit.models import load_model  # noqa: E402
+from steerkit.packing import encode_pairs  # noqa: E402
+from steerkit.pairs import (read_advbench_csv, read_bipo_csv, read_truthfulqa_csv, read_truthfulqa_mc, split,  # noqa: E402
+                            validate)
+
+OUT = REPO / "reports" / "results"
+MULTS = (-2.0, -1.0, 0.0, 1.0, 2.0)
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def unique_questions(pairs):
+    seen, out = set(), []
+    for p in pairs:
+        if p.question not in seen:
+            seen.add(p.question)
+            out.append(p)
+    return out
+
+
+def load_behavior(mirror: Path, name: str):
+    if name == "truthfulness":
+        pairs = validate(read_truthfulqa_csv(mirror / "truthfulqa" / "TruthfulQA.csv")).pairs
+        return split(pairs, test_fraction=0.3, seed=0)
+    train = validate(read_bipo_csv(mirror / "bipo" / name / "train.csv")).pairs
+    test = validate(read_bipo_csv(mirror / "bipo" / name / "test.csv")).pairs
+    if name == "jailbreak":  # each question appears 7 times with different refusals: keep one of each
+        train, test = unique_questions(train), unique_questions(test)
+    train_q = {p.question for p in train}
+    return train, [p for p in test if p.question not in train_q]
+
+
+def run_behavior(lm, name, train, test, layer, lr, epochs, n_train, n_test, judge, extra):
+    enc = encode_pairs(lm.tokenizer, train[:n_train])
+    cfg = bipo.BipoConfig(layer=layer, lr=lr, epochs=epochs, warmup_steps=10)
+    t = time.perf_counter()
+    res = bipo.train(lm.model, enc, cfg, lm.tokenizer.pad_token_id, model_name=lm.name, progress=False,
+                     extra_meta={"behavior": name})
+    bipo_s = time.perf_counter() - t
+    t = time.perf_counter()
+    caa = train_caa(lm.model, enc, layer, lm.tokenizer.pad_token_id, model_name=lm.name)
+    caa_s = time.perf_counter() - t
+    log(f"{name}: trained BiPO ({bipo_s:.0f} s, |v|={res.vector.norm():.2f}) and CAA (|v|={caa.norm():.2f})")
+    report = evaluate_vector(lm.model, lm.tokenizer, res.vector, test[:n_test], MULTS, judge=judge, n_open=4,
+                             compare=caa)
+    report.update(behavior=name, n_train=len(enc), layer=layer, lr=lr, epochs=epochs, bipo_seconds=bipo_s,
+                  caa_seconds=caa_s, caa_natural_norm=caa.norm(), final_reward_acc=res.vector.meta["final_reward_acc"])
+    scaled_caa = caa * (res.vector.norm() / caa.norm())
+    for key, fn in extra.items():
+        report[key] = {"bipo": fn(res.vector), "caa": fn(scaled_caa)}
+    atomic_write_json(OUT / f"{name}.json", report)
+    log(f"{name}: margin swing BiPO {report['summary']['margin_swing']:.2f} vs CAA "
+        f"{report['baseline']['summary']['margin_swing']:.2f}")
+    return report
+
+
+def fmt(x, spec="+.2f"):
+    return "—" if x is None else format(x, spec)
+
+
+def write_results_md(calib: dict | None) -> None:
+    rows, extras = [], []
+    for path in sorted(OUT.glob("*.json")):
+        if path.name == "calibration.json":
+            continue
+        r = json.loads(path.read_text())
+        for label, part, secs in (("BiPO", r, r["bipo_seconds"]), ("CAA (same norm)", r["baseline"], r["caa_seconds"])):
+            s = part["summary"]
+            rows.append(f"| {r['behavior']} | {label} | {part['vector']['norm']:.2f} | {fmt(s['margin_swing'])} | "
+                        f"{fmt(s['win_swing'])} | {fmt(s['ab_swing'], '+.3f')} | {fmt(s['judge_swing'], '+.3f')} | "
+                        f"{fmt(s['fluency_cost_at_1'], '.1%')} | {'yes' if s['monotonic_margin'] else 'no'} | {secs:.0f} |")
+        for key in ("refusal", "mc1"):
+            if key in r:
+                for label in ("bipo", "caa"):
+                    curve = r[key][label]
+                    metric = "refusal_rate" if key == "refusal" else "mc1_accuracy"
+                    extras.append(f"| {r['behavior']} | {label.upper()} | {metric} | "
+                                  + " | ".join(f"{c[metric]:.2f}" for c in curve) + " |")
+    lines = ["# Results on the embedded model (SmolLM2-135M-Instruct)", "",
+             f"Measured {time.strftime('%Y-%m-%d')} on the team's 2-core CPU (fp32) by "
+             "`python experiments/paper_behaviors.py`; per-behavior JSON in `reports/results/`.",
+             "Swings are value at m = +2 minus value at m = −2 on held-out pairs; CAA is trained on the same",
+             "pairs at the same layer and scaled to the BiPO vector's norm. Judge = offline embedding judge",
+             "(all-MiniLM-L6-v2) on greedy answers to 4 held-out questions. Fluency cost = perplexity increase",
+             "on the neutral text set at |m| = 1 (worse of ±1). Training time includes the fast engine's cache.",
+             "Other processes shared the 2 cores during this run, so times are upper bounds.", ""]
+    if calib:
+        lines += ["## Calibration (power-seeking, validation split)", "",
+                  "| layer | lr | epochs | val margin swing (m=±1) | win swing | fluency cost |m|=1 | eligible | s |",
+                  "|---:|---:|---:|---:|---:|---:|---|---:|"]
+        for c in calib["candidates"]:
+            lines.append(f"| {c['layer']} | {c['lr']:g} | {c['epochs']} | {c['margin_swing']:+.2f} | "
+                         f"{c['win_swing']:+.2f} | {c['fluency_cost_at_1']:.1%} | {'yes' if c['eligible'] else 'no'} | "
+                         f"{c['seconds']:.0f} |")
+        lines += ["", f"Chosen: layer {calib['best']['layer']}, lr {calib['best']['lr']:g}, "
+                      f"{calib['best']['epochs']} epochs; safe multiplier range ±{calib['safe_multiplier']:g} "
+                      "(largest |m| whose fluency cost stays under 10%).", ""]
+    lines += ["## BiPO beside CAA", "",
+              "| behavior | vector | norm | margin swing | win swing | A/B swing | judge swing | fluency cost |m|=1 | monotonic | train s |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---|---:|", *rows, ""]
+    if extras:
+        lines += ["## Behavior-specific measures", "", "| behavior | vector | metric | m=−2 | m=0 | m=+2 |",
+                  "|---|---|---|---:|---:|---:|", *extras, ""]
+    atomic_write_text(REPO / "RESULTS.md", "\n".join(lines) + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="tiny sizes, to check the script runs")
+    ap.add_argument("--skip-calibration", action="store_true")
+    ap.add_argument("--only", nargs="*", default=None)
+    ap.add_argument("--layer", type=int, default=15)
+    ap.add_argument("--markdown-only", action="store_true")
+    ap.add_argument("--lr-sweep", action="store_true", help="also try lr 2e-3 and 1e-2 at the chosen layer")
+    args = ap.parse_args()
+    torch.set_num_threads(os.cpu_count() or 1)
+    mirror = Path(os.environ.get("STEERKIT_DATA_MIRROR") or REPO.parent / "shared" / "datasets")
+    OUT.mkdir(parents=True, exist_ok=True)
+    calib_path = OUT / "calibration.json"
+    if args.markdown_only:
+        write_results_md(json.loads(calib_path.read_text()) if calib_path.exists() else None)
+        return
+    q = args.quick
+    lm = load_model("smollm2-135m-instruct")
+    judge = EmbeddingJudge()
+    layer, lr, calib = args.layer, 5e-3, None
+    if not args.skip_calibration:
+        train, _ = load_behavior(mirror, "power-seeking")
+        cal_train, cal_val = train[:24 if q else 64], train[-(8 if q else 24):]
+        log("calibrating on power-seeking")
+        cal = calibrate(lm.model, lm.tokenizer, cal_train, cal_val, layers=(8, 15) if q else (10, 15, 20),
+                        lrs=(5e-3,), epochs=(1 if q else 2,), model_name=lm.name)
+        best = cal.best
+        if not q and args.lr_sweep:  # a learning-rate check at the chosen layer
+            cal2 = calibrate(lm.model, lm.tokenizer, cal_train, cal_val, layers=(best.layer,), lrs=(2e-3, 1e-2),
+                             epochs=(2,), model_name=lm.name)
+            cands = cal.candidates + cal2.candidates
+            best = max([c for c in cands if c.eligible] or cands, key=lambda c: c.margin_swing)
+        else:
+            cands = cal.candidates
+        calib = {"candidates": [c.__dict__ for c in cands], "best": best.__dict__, "safe_multiplier": cal.safe_multiplier}
+        atomic_write_json(calib_path, calib)
+        layer, lr = best.layer, best.lr
+        log(f"chosen layer {layer}, lr {lr}")
+    elif calib_path.exists():
+        calib = json.loads(calib_path.read_text())
+        layer, lr = calib["best"]["layer"], calib["best"]["lr"]
+    n_train, n_test, epochs = (16, 8, 1) if q else (120, 30, 3)
+    behaviors = args.only or ["power-seeking", "jailbreak", "truthfulness", "wealth-seeking", "hallucination"]
+    for name in behaviors:
+        train, test = load_behavior(mirror, name)
+        extra = {}
+        if name == "jailbreak":
+            used = {p.question for p in train} | {p.question for p in test}
+            goals = [g["goal"] for g in read_advbench_csv(mirror / "advbench" / "harmful_behaviors.csv")
+                     if g["goal"] not in used][: 8 if q else 30]
+            extra["refusal"] = lambda v: refusal_curve(lm.model, lm.tokenizer, goals, v, (-2.0, 0.0, 2.0))
+        if name == "truthfulness":
+            test_q = {p.question for p in test}
+            items = [i for i in read_truthfulqa_mc(mirror / "truthfulqa" / "data" / "mc_task.json")
+                     if i["question"] in test_q][: 8 if q else 30]
+            extra["mc1"] = lambda v: mc1_accuracy_curve(lm.model, lm.tokenizer, items, v, (-2.0, 0.0, 2.0))
+        ep = 2 if name == "jailbreak" and not q else epochs
+        run_behavior(lm, name, train, test, layer, lr, ep, 80 if name == "jailbreak" and not q else n_train,
+                     n_test, judge, extra)
+        write_results_md(calib)
+    log("done")
+
+
+if __name__ == "__main__":
+    main()
