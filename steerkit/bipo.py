@@ -58,12 +58,13 @@ class BipoConfig:
     def validate(self, n_layers: int) -> None:
         if not 0 <= self.layer < n_layers:
             raise TrainingError(f"layer {self.layer} does not exist; the model has layers 0..{n_layers - 1}",
-                                fix="pick a middle layer, e.g. --layer " + str(n_layers // 2))
+                                where="layer", fix="pick a middle layer, e.g. --layer " + str(n_layers // 2))
         for name in ("beta", "lr"):
-            if not getattr(self, name) > 0:
-                raise TrainingError(f"{name} must be > 0, got {getattr(self, name)}")
+            if not getattr(self, name) > 0 or not math.isfinite(getattr(self, name)):
+                raise TrainingError(f"{name} must be > 0 and finite, got {getattr(self, name)}", where=name,
+                                    fix=f"set {name} to a positive number, e.g. {BipoConfig.__dataclass_fields__[name].default}")
         if self.batch_size < 1 or self.epochs < 1 or self.warmup_steps < 0 or self.weight_decay < 0:
-            raise TrainingError(f"bad training parameters: {asdict(self)}",
+            raise TrainingError(f"bad training parameters: {asdict(self)}", where="training parameters",
                                 fix="batch_size and epochs must be >= 1, warmup_steps and weight_decay >= 0")
 
 
@@ -292,15 +293,20 @@ def _checkpoint_bytes(v: torch.Tensor, opt: torch.optim.Optimizer, step: int, lo
 def _load_checkpoint(path: Path, cfg: BipoConfig, data_sha: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     from safetensors.torch import load
 
-    data = path.read_bytes()
     try:
+        data = path.read_bytes()
         tensors = load(data)
         n = int.from_bytes(data[:8], "little")
         meta = json.loads(data[8:8 + n])["__metadata__"]
-    except Exception as exc:  # noqa: BLE001
-        raise TrainingError(f"checkpoint is corrupt ({exc})", where=str(path),
-                            fix="delete it to train from the start") from None
-    if json.loads(meta["config"]) != asdict(cfg) or meta["data_sha256"] != data_sha:
+        # every field resume reads, so a file that is not a steerkit checkpoint fails here, not mid-resume
+        config, _, _, _ = json.loads(meta["config"]), int(meta["step"]), float(meta["adam_step"]), json.loads(meta["log"])
+        if "v" not in tensors or not isinstance(meta["data_sha256"], str) \
+                or meta["checkpoint_version"] != str(CHECKPOINT_VERSION):
+            raise ValueError("no tensor 'v' or another checkpoint_version")
+    except Exception as exc:  # noqa: BLE001 - safetensors, json, KeyError, ...: all mean "not a usable checkpoint"
+        raise TrainingError(f"checkpoint is corrupt or not a steerkit BiPO checkpoint ({type(exc).__name__}: {exc})",
+                            where=str(path), fix="delete it to train from the start") from None
+    if config != asdict(cfg) or meta["data_sha256"] != data_sha:
         raise TrainingError("checkpoint was made with other parameters or data", where=str(path),
                             fix="delete it, or resume with the same parameters and data")
     return tensors, meta

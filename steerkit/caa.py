@@ -25,7 +25,8 @@ def train_caa(model: nn.Module, pairs: Sequence[EncodedPair], layer: int, pad_id
     """CAA vector at ``layer`` from encoded pairs (one packed forward per batch)."""
     n_layers = len(decoder_layers(model))
     if not 0 <= layer < n_layers:
-        raise TrainingError(f"layer {layer} does not exist; the model has layers 0..{n_layers - 1}")
+        raise TrainingError(f"layer {layer} does not exist; the model has layers 0..{n_layers - 1}", where="layer",
+                            fix="pick a middle layer, e.g. --layer " + str(n_layers // 2))
     if not pairs:
         raise TrainingError("no pairs to average", fix="check the data: 0 pairs survived validation")
     device, dtype = next(model.parameters()).device, next(model.parameters()).dtype

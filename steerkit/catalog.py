@@ -176,6 +176,9 @@ class Catalog:
                                fix=_REBUILD_FIX) from None
         except UnicodeDecodeError as exc:
             raise CatalogError(f"not UTF-8 text ({exc.reason})", where=where, fix=_REBUILD_FIX) from None
+        except (ValueError, RecursionError) as exc:  # an over-long integer, nesting too deep
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).split(";")[0]
+            raise CatalogError(f"not usable JSON ({reason})", where=where, fix=_REBUILD_FIX) from None
         return cls.from_dict(obj, where=where, **kw)
 
     @classmethod

@@ -30,7 +30,9 @@ ModelOpt = typer.Option(DEFAULT_MODEL, "--model", "-m",
 
 
 def _fail(exc: SteerkitError) -> None:
-    err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+    from rich.markup import escape  # messages quote paths and lists: "[/]" or "[a, b]" is text, not markup
+
+    err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
     raise typer.Exit(2)
 
 

@@ -27,7 +27,9 @@ LayerOpt = typer.Option(None, "--layer", help="Only vectors that steer this laye
 
 
 def _fail(exc: SteerkitError) -> None:
-    err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+    from rich.markup import escape  # messages quote paths and lists: "[/]" or "[a, b]" is text, not markup
+
+    err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
     raise typer.Exit(2)
 
 

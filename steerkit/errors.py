@@ -47,3 +47,15 @@ class TrainingError(SteerkitError, RuntimeError):
 
 class JudgeError(SteerkitError, RuntimeError):
     """A judge cannot score (model package missing, judge server unreachable or its reply unusable)."""
+
+
+class StorageError(SteerkitError, OSError):
+    """A file cannot be written (disk full, no permission, a read-only folder); its destination is left as it was.
+
+    Also an ``OSError``, so code that already handles ``OSError`` around a write keeps working.
+    """
+
+    def __init__(self, what: str, where: str | None = None, fix: str | None = None) -> None:
+        super().__init__(what, where, fix)
+        # OSError.__new__ read (what, where, fix) as (errno, strerror, filename); set them to what they mean.
+        self.errno, self.strerror, self.filename = None, what, where

@@ -46,7 +46,7 @@ def as_multipliers(multipliers: Sequence[Any]) -> list[float]:
     """Finite floats, deduplicated and sorted (curves are read left to right)."""
     values = sorted({_as_float(m) for m in multipliers})
     if not values:
-        raise VectorError("no multipliers given", fix="pass at least one, e.g. -2 0 2")
+        raise VectorError("no multipliers given", where="multiplier", fix="pass at least one, e.g. -2 0 2")
     return values
 
 
@@ -58,7 +58,7 @@ def _pad_id(tokenizer: Any) -> int:
 
 def _check_batch_size(batch_size: int) -> None:
     if batch_size < 1:
-        raise DataError(f"batch_size must be >= 1, got {batch_size}")
+        raise DataError(f"batch_size must be >= 1, got {batch_size}", where="batch_size", fix="use e.g. 8")
 
 
 def _right_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

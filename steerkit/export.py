@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import VectorError
+from .errors import StorageError, VectorError
 from .vector import SteeringVector
 
 
@@ -25,10 +25,17 @@ def to_llamacpp_gguf(vector: SteeringVector, path: str | os.PathLike, multiplier
 
     if 0 in vector.layers:
         raise VectorError("llama.cpp control vectors cannot steer layer 0 (its loader rejects direction.0)",
-                          fix="train the vector at layer 1 or later")
+                          where=vector.source or "layer 0", fix="train the vector at layer 1 or later")
+    if any(i < 0 for i in vector.layers):
+        raise VectorError(f"negative layer index(es) {[i for i in vector.layers if i < 0]} cannot be exported",
+                          where=vector.source or "layers", fix="train the vector at layer 1 or later")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise StorageError(f"cannot write the file ({exc.strerror or exc})", str(path),
+                           "check that the folder exists, is writable and is not a file") from exc
     os.close(fd)
     try:
         writer = gguf.GGUFWriter(tmp, "controlvector")
@@ -41,8 +48,11 @@ def to_llamacpp_gguf(vector: SteeringVector, path: str | os.PathLike, multiplier
         writer.write_tensors_to_file()
         writer.close()
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and not isinstance(exc, StorageError):
+            raise StorageError(f"cannot write the file ({exc.strerror or exc}); nothing was changed", str(path),
+                               "free disk space, or check that the folder is writable, then run it again") from exc
         raise
     return path
 
@@ -57,9 +67,20 @@ def from_llamacpp_gguf(path: str | os.PathLike) -> SteeringVector:
         raise VectorError(f"not a readable GGUF file ({exc})", where=str(path)) from None
     layers = {}
     for t in reader.tensors:
-        if not t.name.startswith("direction."):
-            raise VectorError(f"unexpected tensor {t.name!r} in a control vector", where=str(path))
-        layers[int(t.name.split(".", 1)[1])] = torch.from_numpy(np.array(t.data, dtype=np.float32).reshape(-1))
+        suffix = t.name[len("direction."):] if t.name.startswith("direction.") else ""
+        if not suffix.isdecimal() or not suffix.isascii():
+            raise VectorError(f"unexpected tensor {t.name!r} in a control vector", where=str(path),
+                              fix="a llama.cpp control vector holds only tensors named direction.<layer>")
+        try:
+            layers[int(suffix)] = torch.from_numpy(np.array(t.data, dtype=np.float32).reshape(-1))
+        except Exception as exc:  # noqa: BLE001 - numpy/gguf raise several types for bad tensor data
+            raise VectorError(f"tensor {t.name!r} is not readable as float32 ({exc})", where=str(path)) from None
     hint = reader.fields.get("controlvector.model_hint")
-    model = bytes(hint.parts[hint.data[0]]).decode() if hint else None
-    return SteeringVector(layers, {"model": model, "imported_from": Path(path).name})
+    try:
+        model = bytes(hint.parts[hint.data[0]]).decode() if hint else None
+    except (IndexError, TypeError, ValueError):  # not a string field; ValueError: UnicodeDecodeError
+        model = None
+    try:
+        return SteeringVector(layers, {"model": model, "imported_from": Path(path).name})
+    except VectorError as exc:
+        raise VectorError(exc.what, where=str(path), fix=exc.fix) from None

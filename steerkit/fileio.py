@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -9,22 +10,42 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
+from .errors import StorageError
+
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and an atomic rename."""
+    """Write ``data`` to ``path`` via a temporary file in the same folder and an atomic rename.
+
+    A failed write (disk full, no permission, ...) raises ``StorageError`` (also an ``OSError``);
+    ``path`` then keeps its previous content and no temporary file is left behind.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise _storage_error(exc, path) from exc
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and not isinstance(exc, StorageError):
+            raise _storage_error(exc, path) from exc
         raise
     return path
+
+
+def _storage_error(exc: OSError, path: Path) -> StorageError:
+    reason = exc.strerror or str(exc)
+    fix = ("free disk space and run it again" if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)) else
+           "check that the folder exists, is writable and is not a file, then run it again")
+    err = StorageError(f"cannot write the file ({reason}); nothing was changed", str(path), fix)
+    err.errno = exc.errno
+    return err
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

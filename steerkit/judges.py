@@ -12,6 +12,7 @@ One interface, three judges:
 
 from __future__ import annotations
 
+import http.client
 import importlib.util
 import json
 import os
@@ -212,6 +213,7 @@ class OpenAIJudge:
         self.api_key = api_key if api_key is not None else os.environ.get("STEERKIT_JUDGE_API_KEY")
         if not self.base_url or not self.model:
             raise JudgeError("the OpenAI-compatible judge needs a base URL and a model name",
+                             where="STEERKIT_JUDGE_BASE_URL" if not self.base_url else "STEERKIT_JUDGE_MODEL",
                              fix="set STEERKIT_JUDGE_BASE_URL (e.g. http://localhost:8000/v1) and "
                                  "STEERKIT_JUDGE_MODEL (and STEERKIT_JUDGE_API_KEY if the server needs one)")
         self.timeout = float(timeout)
@@ -238,6 +240,7 @@ class OpenAIJudge:
                 raw = resp.read()
         except urllib.error.HTTPError as exc:
             detail = exc.read()[:200].decode("utf-8", "replace") if exc.fp else ""
+            detail = " ".join(detail.split())  # an HTML error page on one line: the error stays one message
             raise JudgeError(f"judge server answered HTTP {exc.code} {exc.reason}: {detail}", where=self.url,
                              fix="check STEERKIT_JUDGE_MODEL and STEERKIT_JUDGE_API_KEY, and the server's log") from None
         except (TimeoutError, socket.timeout):
@@ -252,6 +255,10 @@ class OpenAIJudge:
         except OSError as exc:
             raise JudgeError(f"cannot reach the judge ({exc})", where=self.url,
                              fix="check STEERKIT_JUDGE_BASE_URL and that the server is running") from None
+        except http.client.HTTPException as exc:  # not HTTP at all (BadStatusLine), or a reply cut short
+            raise JudgeError(f"judge reply is not valid HTTP ({type(exc).__name__}: {str(exc)[:120]!r})",
+                             where=self.url,
+                             fix="point STEERKIT_JUDGE_BASE_URL at an OpenAI-compatible HTTP /v1 endpoint") from None
         try:
             data = json.loads(raw)
         except ValueError:

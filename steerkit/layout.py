@@ -12,7 +12,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 def safe_name(name: str, kind: str = "behavior") -> str:
     """A name that is safe as one path component: no separators, no '..', no leading dot."""
-    if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
         raise DataError(f"{kind} name {name!r} is not allowed", where=kind,
                         fix="use letters, digits, '.', '_' and '-' only (no '/', '\\' or '..'), e.g. power-seeking")
     return name

@@ -80,7 +80,7 @@ def pick_dtype(device: torch.device, dtype: str | torch.dtype | None = None) -> 
             return {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
                     "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}[dtype]
         except KeyError:
-            raise ModelError(f"unknown dtype {dtype!r}", fix="use one of fp32, bf16, fp16") from None
+            raise ModelError(f"unknown dtype {dtype!r}", where="dtype", fix="use one of fp32, bf16, fp16") from None
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
@@ -148,7 +148,7 @@ def resolve_spec(spec: str) -> tuple[Path | str, str | None, str]:
         ggufs = sorted(path.glob("*.gguf"))
         if len(ggufs) == 1:
             return path, ggufs[0].name, "gguf"
-        raise ModelError(f"folder {path} has no config.json and {len(ggufs)} .gguf files",
+        raise ModelError(f"folder {path} has no config.json and {len(ggufs)} .gguf files", where=str(path),
                          fix="point at a folder saved with save_pretrained, or at one .gguf file")
     if path.suffix == ".gguf" and path.is_file():
         return path.parent, path.name, "gguf"
@@ -157,7 +157,7 @@ def resolve_spec(spec: str) -> tuple[Path | str, str | None, str]:
     if looks_like_hub:
         return spec, None, "hub"
     tried.append("a hub id of the form owner/name")
-    raise ModelError(f"cannot resolve model spec {spec!r}; tried " + "; ".join(tried),
+    raise ModelError(f"cannot resolve model spec {spec!r}; tried " + "; ".join(tried), where="model spec",
                      fix=f"use {EMBEDDED_DEFAULT!r}, a folder with config.json, a .gguf file or a hub id")
 
 
@@ -174,7 +174,7 @@ def load_model(spec: str = EMBEDDED_DEFAULT, device: str | None = None,
         tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(where, dtype=dt, **kwargs)
     except (OSError, ValueError) as exc:
-        raise ModelError(f"could not load {spec!r} from {source} {where}: {exc}",
+        raise ModelError(f"could not load {spec!r} from {source} {where}: {exc}", where=str(where),
                          fix="check the name; offline, only local folders and embedded models load") from exc
     model.to(dev).eval()
     model.requires_grad_(False)

@@ -181,6 +181,12 @@ def _row(path: Path, n: int) -> str:
     return f"{path}:row {n}"
 
 
+def _json_problem(e: Exception) -> str:
+    if isinstance(e, RecursionError):
+        return "arrays/objects nested too deeply"
+    return str(e).split(";")[0]  # e.g. "Exceeds the limit (4300 digits) for integer string conversion"
+
+
 # --------------------------------------------------------------------------- file access (the I/O edge)
 
 
@@ -200,8 +206,11 @@ def _read_text(path: PathLike, kind: str) -> tuple[Path, str]:
         prefix = data[skip : skip + e.start].decode("utf-8")
         line = prefix.count("\n") + 1
         if kind == "csv":
-            records = [r for r in csv.reader(io.StringIO(prefix + "x", newline="")) if r]
-            where = _row(path, len(records) - 1) if len(records) > 1 else f"{path}:header"
+            try:
+                records = [r for r in csv.reader(io.StringIO(prefix + "x", newline="")) if r]
+                where = _row(path, len(records) - 1) if len(records) > 1 else f"{path}:header"
+            except csv.Error:  # the text before the bad byte is itself malformed: fall back to the line
+                where = f"{path}:line {line}"
         elif kind == "jsonl":
             where = _row(path, line)
         else:
@@ -269,6 +278,9 @@ def _read_jsonl(path: PathLike) -> tuple[Path, list[tuple[int, Any]]]:
                 _row(path, n),
                 "put exactly one complete JSON object on each line",
             ) from None
+        except (ValueError, RecursionError) as e:  # an integer too long to convert, nesting too deep
+            raise DataError(f"unusable JSON: {_json_problem(e)}", _row(path, n),
+                            "put exactly one plain JSON object of texts on each line") from None
     return path, rows
 
 
@@ -280,6 +292,9 @@ def _read_json_array(path: PathLike) -> tuple[Path, list[Any]]:
         raise DataError(
             f"not valid JSON: {e.msg}", f"{path}:line {e.lineno} col {e.colno}", "fix the JSON syntax at that spot"
         ) from None
+    except (ValueError, RecursionError) as e:  # an integer too long to convert, nesting too deep
+        raise DataError(f"unusable JSON: {_json_problem(e)}", str(path),
+                        "write a JSON array of plain objects of texts") from None
     if not isinstance(value, list):
         raise DataError(
             f"expected a JSON array of objects, got a JSON {type(value).__name__}",
@@ -546,7 +561,11 @@ def _sniff(path: Path) -> str:
     fix = f"pass fmt= one of {', '.join(FORMATS[1:])}, or mapping= for a generic table"
     if suffix == ".csv":
         _, text = _read_text(path, "csv")
-        header = {h.strip() for h in next(csv.reader(io.StringIO(text, newline="")), [])}
+        try:
+            header = {h.strip() for h in next(csv.reader(io.StringIO(text, newline="")), [])}
+        except csv.Error as e:
+            raise DataError(f"malformed CSV header: {e}", f"{path}:header",
+                            'quote fields that contain commas, quotes or newlines with double quotes') from None
         if _BIPO_COLUMNS <= header or _BIPO_INFER_COLUMNS <= header:
             return "bipo-csv"
         raise DataError(f"CSV header {sorted(header)} is not a BiPO header", f"{path}:header", fix)

@@ -21,8 +21,8 @@ from typing import Any, Iterable, Iterator
 
 import yaml
 
-from steerkit.errors import ChecksumError, DataError
-from steerkit.fileio import sha256_file
+from steerkit.errors import ChecksumError, DataError, StorageError
+from steerkit.fileio import _storage_error, sha256_file
 
 MIRROR_ENV = "STEERKIT_DATA_MIRROR"
 """Environment variable naming a local folder that mirrors the registry paths (no network needed)."""
@@ -71,6 +71,12 @@ def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, 
     seen: set[Any] = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
+        try:
+            hash(key)
+        except TypeError:  # e.g. `{[a]: b}`; SafeLoader says the same, but only after our `in` check below
+            raise yaml.constructor.ConstructorError(
+                None, None, f"found unhashable key {key!r}", key_node.start_mark
+            ) from None
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r}", key_node.start_mark
@@ -181,10 +187,15 @@ def load_catalog(path: str | os.PathLike = REGISTRY_PATH) -> tuple[dict[str, Sou
     except OSError as exc:
         raise DataError(f"cannot read source registry: {exc.strerror or exc}", where,
                         "run from the repository root or pass the path to data/sources.yaml") from exc
+    except UnicodeDecodeError as exc:
+        raise DataError(f"not UTF-8 text: byte 0x{exc.object[exc.start]:02x} at byte offset {exc.start}", where,
+                        "save the registry as UTF-8") from None
     try:
         doc = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise DataError(f"not valid YAML: {exc}", where, "fix the YAML syntax") from exc
+    except RecursionError:
+        raise DataError("not usable YAML: nested too deeply", where, "fix the YAML syntax") from None
     if not isinstance(doc, dict):
         raise DataError(f"registry must be a mapping with 'version' and 'sources', got {_type_name(doc)}", where,
                         "see the schema comment at the top of data/sources.yaml")
@@ -239,7 +250,7 @@ def resolve(
             hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
             raise DataError(
                 f"unknown source or group '{name}'",
-                None,
+                name,
                 f"{hint}groups: {', '.join(sorted(groups)) or '(none)'}; sources: {', '.join(sorted(registry))}",
             )
         for m in members:
@@ -275,7 +286,15 @@ def _file_chunks(path: Path) -> Iterator[bytes]:
             f"check that the mirror folder holds this file, or unset {MIRROR_ENV} to download it",
         ) from exc
     with fh:
-        yield from iter(lambda: fh.read(_CHUNK), b"")
+        while True:
+            try:
+                chunk = fh.read(_CHUNK)
+            except OSError as exc:  # a read error is the mirror's fault, not the destination's
+                raise DataError(f"cannot read mirror file: {exc.strerror or exc}", str(path),
+                                "check the mirror folder's disk, or unset the mirror to download") from exc
+            if not chunk:
+                return
+            yield chunk
 
 
 def _url_chunks(url: str) -> Iterator[bytes]:
@@ -298,8 +317,11 @@ def _url_chunks(url: str) -> Iterator[bytes]:
 
 def _write_verified(dest: Path, chunks: Iterable[bytes], expected: str, origin: str) -> Path:
     """Write ``chunks`` to a temp file beside ``dest``; move it into place only if its sha256 is ``expected``."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    except OSError as exc:
+        raise _storage_error(exc, dest) from exc
     tmp = Path(tmp_name)
     try:
         digest = hashlib.sha256()
@@ -318,8 +340,10 @@ def _write_verified(dest: Path, chunks: Iterable[bytes], expected: str, origin: 
                 "or, if upstream really changed, re-check the file and update sha256 in data/sources.yaml",
             )
         os.replace(tmp, dest)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and not isinstance(exc, StorageError):  # writing failed (disk full, ...)
+            raise _storage_error(exc, dest) from exc
         raise
     return dest
 

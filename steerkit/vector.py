@@ -31,6 +31,7 @@ class SteeringVector:
 
     layers: dict[int, torch.Tensor]
     meta: dict[str, Any] = field(default_factory=dict)
+    source = None  # not a field: the file (or label) ``from_bytes``/``load`` read it from, for error messages
 
     def __post_init__(self) -> None:
         if not self.layers:
@@ -85,14 +86,15 @@ class SteeringVector:
         """Raise a VectorError naming both sides if this vector cannot steer ``model``."""
         size, n_layers = hidden_size(model), len(decoder_layers(model))
         name = self.meta.get("model", "?")
+        where = self.source or f"vector made for {name}"
         if size != self.hidden_size:
             raise VectorError(
                 f"vector hidden size {self.hidden_size} (made for {name}) does not fit the model's hidden size {size}",
-                fix="use a vector trained on this model or one with the same hidden size")
+                where=where, fix="use a vector trained on this model or one with the same hidden size")
         bad = [i for i in self.layers if not 0 <= i < n_layers]
         if bad:
             raise VectorError(f"vector layer(s) {bad} do not exist in a model with {n_layers} layers (0..{n_layers - 1})",
-                              fix="train the vector at a layer this model has")
+                              where=where, fix="train the vector at a layer this model has")
 
     @contextmanager
     def apply(self, model: nn.Module, multiplier: float = 1.0) -> Iterator["SteeringVector"]:
@@ -155,9 +157,15 @@ class SteeringVector:
             raise VectorError(f"unexpected tensors {sorted(set(tensors) - {f'{_TENSOR_PREFIX}{i}' for i in layers})}",
                               where=where)
         try:
-            return cls(layers, meta)
+            vec = cls(layers, meta)
         except VectorError as exc:
             raise VectorError(exc.what, where=where, fix=exc.fix) from None
+        bad = [i for i, t in vec.layers.items() if not bool(torch.isfinite(t).all())]
+        if bad:
+            raise VectorError(f"layer(s) {bad} hold NaN or infinite values", where=where,
+                              fix="the vector is broken (e.g. training diverged): re-train or re-fetch it")
+        vec.source = where
+        return vec
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "SteeringVector":
@@ -165,9 +173,11 @@ class SteeringVector:
         try:
             data = path.read_bytes()
         except FileNotFoundError:
-            raise VectorError("vector file not found", where=str(path)) from None
+            raise VectorError("vector file not found", where=str(path),
+                              fix="check the path, or fetch it (`dvc pull`, `steerkit catalog get`)") from None
         except OSError as exc:  # a folder, no permission, ...
-            raise VectorError(f"cannot read the vector file ({exc.strerror or exc})", where=str(path)) from None
+            raise VectorError(f"cannot read the vector file ({exc.strerror or exc})", where=str(path),
+                              fix="point at a readable .safetensors file") from None
         return cls.from_bytes(data, where=str(path))
 
     @classmethod
@@ -204,13 +214,15 @@ def _summary(v: SteeringVector) -> dict[str, Any]:
     return {k: v.meta.get(k) for k in ("behavior", "method", "model") if v.meta.get(k) is not None} | {"layers": v.layer_ids}
 
 
-def _as_float(m: Any) -> float:
+def _as_float(m: Any, key: str = "multiplier") -> float:
+    """``m`` as a finite float, else a VectorError naming ``key`` (what the number is for)."""
     try:
         value = float(m)
-    except (TypeError, ValueError):
-        raise VectorError(f"multiplier {m!r} is not a number", fix="pass a number such as -1, 0.5 or 2") from None
+    except (TypeError, ValueError, RuntimeError):  # RuntimeError: a tensor with several elements
+        raise VectorError(f"{key} {m!r} is not a number", where=key,
+                          fix="pass a number such as -1, 0.5 or 2") from None
     if value != value or value in (float("inf"), float("-inf")):
-        raise VectorError(f"multiplier {m!r} is not finite", fix="pass a finite number")
+        raise VectorError(f"{key} {m!r} is not finite", where=key, fix="pass a finite number")
     return value
 
 
@@ -238,7 +250,7 @@ def weighted_sum(vectors: Sequence[SteeringVector], weights: Sequence[float] | N
     """Σ wᵢ·vᵢ over layers (vectors at different layers stay at their own layers)."""
     if not vectors:
         raise VectorError("weighted_sum needs at least one vector")
-    weights = [1.0] * len(vectors) if weights is None else [_as_float(w) for w in weights]
+    weights = [1.0] * len(vectors) if weights is None else [_as_float(w, "weight") for w in weights]
     if len(weights) != len(vectors):
         raise VectorError(f"{len(vectors)} vectors but {len(weights)} weights")
     out: dict[int, torch.Tensor] = {}
