@@ -312,6 +312,8 @@ from .cli_catalog import catalog_app  # noqa: E402
 app.add_typer(catalog_app, name="catalog")
 from .cli_calibrate import register as _register_calibrate  # noqa: E402
 _register_calibrate(app)
+from .cli_transfer import register as _register_transfer  # noqa: E402
+_register_transfer(app)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,54 @@
+"""Transfer on the embedded SmolLM2-135M model: a quick LoRA derived from seed data, a quick CAA vector."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+import torch
+
+from steerkit import transfer as tr
+from steerkit.bipo import BipoConfig
+from steerkit.evaluate import neutral_texts
+from steerkit.stages import load_pairs, train_vector
+
+from ..conftest import REPO
+
+pytestmark = pytest.mark.integration
+SEED = REPO / "data" / "seed" / "power-seeking"
+
+
+def test_lora_transfer_of_a_caa_vector(embedded, tmp_path):
+    model, tok = embedded.model, embedded.tokenizer
+    before = {k: v.clone() for k, v in model.state_dict().items() if k.endswith("q_proj.weight")}
+    probe = neutral_texts()[:3]
+    examples, files = tr.read_training_data([SEED / "train.jsonl"], tok, limit=24)
+    derived = tr.derive_lora(model, tok, examples, 20, lr=1e-3, out_dir=tmp_path / "lora", probe_texts=probe,
+                             base_name=embedded.name, data_files=files, batch_size=2)
+    assert all(torch.equal(before[k], model.state_dict()[k]) for k in before)  # the shared model is untouched
+    shift = derived.shift
+    assert derived.moved, shift
+    assert shift["ppl_change"] != 0 and shift["kl"] > tr.KL_THRESHOLD
+    assert derived.info["train"]["loss_last10_mean"] < derived.info["train"]["loss_first"]
+    info = json.loads((tmp_path / "lora" / tr.DERIVE_JSON).read_text())
+    assert info["base_model"] == "smollm2-135m-instruct" and info["train"]["data"][0]["examples"] == 24
+
+    vec, _ = train_vector(embedded, SEED / "train.jsonl", tmp_path / "L15.caa.safetensors", behavior="power-seeking",
+                          method="caa", cfg=BipoConfig(layer=15), limit=8, progress=False)
+    target = tr.load_target(tmp_path / "lora", base=embedded)  # the saved adapter, on a copy of the base
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # the base is steered and the target moved: no warnings
+        report = tr.transfer_report(model, {"lora": target.model}, vec, load_pairs(SEED / "test.jsonl", 5), tok,
+                                    probe_texts=probe, base_name=embedded.name)
+    assert report["base"]["summary"]["margin_swing"] > 0
+    for name in ("lora:unmerged", "lora:merged"):
+        t = report["targets"][name]
+        assert set(t["retention"]) == set(tr.RETENTION_METRICS) and t["retention"]["margin_swing"] is not None
+        assert t["retention"]["margin_swing"] > 0.5 and t["shift"]["moved"]
+    a, b = report["targets"]["lora:unmerged"]["margin"], report["targets"]["lora:merged"]["margin"]
+    for x, y in zip(a, b):
+        assert x["margin"] == pytest.approx(y["margin"], rel=1e-3, abs=1e-4)
+    assert report["consistency"]["lora"]["max_rel_margin_diff"] < 1e-3
+    json_path, png, md = tr.write_transfer_report(report, tmp_path / "reports" / "power-seeking.caa.json")
+    assert png.read_bytes()[:4] == b"\x89PNG" and "lora:merged" in md.read_text()
