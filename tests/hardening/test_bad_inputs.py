@@ -418,25 +418,6 @@ def _catalog_bigint(ctx: Ctx):
     return Catalog.open(ctx.tmp / "proj")
 
 
-# params.yaml ----------------------------------------------------------------------------------
-PARAMS_OK = """\
-model: {spec: smollm2-135m-instruct, dir: smollm2-135m-instruct}
-train: {TRAIN}
-behaviors:
-  power-seeking:
-    data: {train: data/seed/power-seeking/train.jsonl, test: data/seed/power-seeking/test.jsonl}
-    train: {}
-    evaluate: {}
-"""
-
-
-def _params(ctx: Ctx, train: str):
-    pytest.importorskip("steerkit.params", reason="steerkit/params.py (another engineer's) is not there yet")
-    from steerkit.params import load_params
-
-    return load_params(ctx.write("params.yaml", PARAMS_OK.replace("{TRAIN}", train)))
-
-
 # training -------------------------------------------------------------------------------------
 def _nan_training(ctx: Ctx):
     model, ckpt = tiny_model("llama"), ctx.tmp / "v.ckpt"  # its own model: the case poisons the weights
@@ -656,14 +637,6 @@ CASES: list[Case] = [
          fix=("catalog build",)),
     Case("catalog-huge-integer", "regression: a catalog with a 5000-digit format_version (was ValueError)",
          _catalog_bigint, DataError, where=("catalog.json",), what=("not usable JSON",), fix=("catalog build",)),
-    # ---- params.yaml
-    Case("params-wrong-type", "params.yaml with train.epochs: three",
-         lambda c: _params(c, "{epochs: three}"), DataError, where=("params.yaml", "train.epochs"),
-         what=("must be an integer",), fix=(),
-         known_gap="steerkit/params.py (pipeline engineer's) raises type errors without a fix"),
-    Case("params-unknown-key", "params.yaml with the typo train.learning_rate",
-         lambda c: _params(c, "{learning_rate: 0.01}"), DataError, where=("params.yaml", "train.learning_rate"),
-         what=("unknown key",), fix=("lr",)),
     # ---- training
     Case("training-nan", "the loss turns NaN in epoch 2: stop, keep epoch 1's checkpoint",
          _nan_training, TrainingError, where=("v.ckpt",), what=("loss became nan",), fix=("lower the learning rate",),
