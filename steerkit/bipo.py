@@ -35,7 +35,7 @@ from torch import nn
 from .errors import TrainingError
 from .fileio import atomic_write_bytes, atomic_write_text, sha256_bytes
 from .models import decoder_layers, hidden_size, model_device, stable_attention
-from .packing import EncodedPair, PackedBatch, pack, segment_logps
+from .packing import EncodedPair, PackedBatch, pack, right_pad, segment_logps
 from .vector import SteeringVector, add_to_output, model_meta
 
 CHECKPOINT_VERSION = 1
@@ -109,21 +109,11 @@ class Engine(Protocol):
 # ------------------------------------------------------------------------------------------------
 # Plain engine: the equation, as written.
 # ------------------------------------------------------------------------------------------------
-def _right_pad(seqs: list[tuple[int, ...]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    T = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), T), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, :len(s)] = torch.tensor(s)
-        mask[i, :len(s)] = 1
-    return ids, mask
-
-
 def sequence_logps(model: nn.Module, prompts: list[tuple[int, ...]], responses: list[tuple[int, ...]],
                    pad_id: int) -> torch.Tensor:
     """Σ log p(response tokens | prompt) per sequence, from one full forward pass."""
     device = model_device(model)
-    ids, mask = _right_pad([p + r for p, r in zip(prompts, responses)], pad_id)
+    ids, mask = right_pad([p + r for p, r in zip(prompts, responses)], pad_id)
     labels_mask = torch.zeros_like(mask)
     for i, (p, r) in enumerate(zip(prompts, responses)):
         labels_mask[i, len(p):len(p) + len(r)] = 1

@@ -32,7 +32,7 @@ from .errors import DataError, VectorError
 from .fileio import atomic_write_bytes, atomic_write_json
 from .judges import Judge
 from .models import format_prompt, model_device
-from .packing import encode_pairs, pack, segment_counts, segment_logps
+from .packing import encode_pairs, pack, right_pad, segment_counts, segment_logps
 from .pairs import ContrastivePair
 from .vector import SteeringVector, _as_float
 
@@ -59,16 +59,6 @@ def _pad_id(tokenizer: Any) -> int:
 def _check_batch_size(batch_size: int) -> None:
     if batch_size < 1:
         raise DataError(f"batch_size must be >= 1, got {batch_size}", where="batch_size", fix="use e.g. 8")
-
-
-def _right_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    T = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), T), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, :len(s)] = torch.tensor(list(s), dtype=torch.long)
-        mask[i, :len(s)] = 1
-    return ids, mask
 
 
 def _chunks(order: Sequence[int], size: int) -> list[list[int]]:
@@ -234,7 +224,7 @@ def ab_probabilities(model: nn.Module, encoded: Sequence[EncodedAB], pad_id: int
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].prompt))
     with torch.no_grad():
         for idx in _chunks(order, batch_size):
-            ids, mask = _right_pad([encoded[i].prompt for i in idx], pad_id)
+            ids, mask = right_pad([encoded[i].prompt for i in idx], pad_id)
             ids, mask = ids.to(device), mask.to(device)
             hidden = base(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
             last = mask.sum(1) - 1  # right-padded: the last real token predicts the letter
@@ -291,7 +281,7 @@ def text_nll(model: nn.Module, tokenizer: Any, texts: Sequence[str], batch_size:
     total, count = 0.0, 0
     with torch.no_grad():
         for idx in _chunks(sorted(range(len(seqs)), key=lambda i: len(seqs[i])), batch_size):
-            ids, mask = _right_pad([seqs[i] for i in idx], _pad_id(tokenizer))
+            ids, mask = right_pad([seqs[i] for i in idx], _pad_id(tokenizer))
             ids, mask = ids.to(device), mask.to(device)
             hidden = base(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
             keep = (mask[:, 1:] * mask[:, :-1]).bool()  # positions whose next token is a real token

@@ -115,6 +115,17 @@ def pack(pairs: Sequence[EncodedPair], pad_id: int, dtype: torch.dtype = torch.f
                        torch.tensor(pred_pos), torch.tensor(target), torch.tensor(segment), B)
 
 
+def right_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ids and the 0/1 attention mask for plain (unpacked) sequences."""
+    T = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), T), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, :len(s)] = torch.tensor(list(s), dtype=torch.long)
+        mask[i, :len(s)] = 1
+    return ids, mask
+
+
 def segment_logps(logits: torch.Tensor, batch: PackedBatch) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed log-probabilities of (matching, non-matching) per pair from logits at ``pred`` positions."""
     token_logp = logits.float().log_softmax(-1).gather(-1, batch.target[:, None]).squeeze(-1)

@@ -40,6 +40,7 @@ from .bipo import _base_model
 from .errors import DataError, ModelError, TrainingError, VectorError
 from .fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
 from .models import LoadedModel, format_prompt, hidden_size, load_model, model_device, model_fingerprint
+from .packing import right_pad
 from .pairs import ContrastivePair
 from .vector import SteeringVector, _as_float
 
@@ -171,7 +172,7 @@ def _encode_example(tokenizer: Any, ex: Example, max_length: int) -> tuple[list[
 
 
 def _lm_loss(model: nn.Module, seqs: Sequence[tuple[list[int], int]], pad_id: int) -> torch.Tensor:
-    ids, mask = ev._right_pad([s for s, _ in seqs], pad_id)
+    ids, mask = right_pad([s for s, _ in seqs], pad_id)
     device = model_device(model)
     ids, mask = ids.to(device), mask.to(device)
     labels = ids.clone()
@@ -321,7 +322,7 @@ def next_token_kl(base: nn.Module, derived: nn.Module, tokenizer: Any, texts: Se
     total, count = 0.0, 0
     with torch.no_grad():
         for idx in ev._chunks(sorted(range(len(seqs)), key=lambda i: len(seqs[i])), batch_size):
-            ids, mask = ev._right_pad([seqs[i] for i in idx], ev._pad_id(tokenizer))
+            ids, mask = right_pad([seqs[i] for i in idx], ev._pad_id(tokenizer))
             keep = (mask[:, 1:] * mask[:, :-1]).bool()
             if not keep.any():
                 continue
