@@ -39,14 +39,38 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	$(VENV)/bin/steerkit --help > /dev/null
 	touch $@
 
-run: setup
-	$(VENV)/bin/steerkit demo
+# The main job: the pipeline of params.yaml (dvc.yaml's stages) as a Prefect flow on the embedded model —
+# seed data → pairs → BiPO vectors → evaluation → transfer → composition → catalog, then `dvc commit`.
+# BIPO=1 also builds the BiPO paper's behaviors (optional_behaviors.bipo; needs $$STEERKIT_DATA_MIRROR).
+run: setup $(if $(BIPO),fetch-bipo,)
+	$(VENV)/bin/steerkit pipeline run $(if $(BIPO),--with bipo,)
 
 test: setup
 	$(PY) -m pytest -q
 
 test-unit: setup
 	$(PY) -m pytest -q tests/unit
+
+# The pipeline's other doors: `dvc repro` (same stages, same commands), the flow's tests, its schedule.
+.PHONY: demo repro fetch-bipo serve deploy test-pipeline
+demo: setup
+	$(VENV)/bin/steerkit demo
+
+repro: setup
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro
+
+fetch-bipo: setup
+	$(VENV)/bin/steerkit data fetch bipo-power-seeking bipo-wealth-seeking
+
+serve: setup
+	$(VENV)/bin/steerkit pipeline serve
+
+deploy: setup
+	$(VENV)/bin/prefect work-pool inspect steerkit > /dev/null 2>&1 || $(VENV)/bin/prefect work-pool create steerkit --type process
+	STEERKIT_ROOT=$(CURDIR) $(VENV)/bin/prefect --no-prompt deploy --all
+
+test-pipeline: setup
+	$(PY) -m pytest -q tests/pipeline
 
 bench: setup
 	$(PY) benchmarks/bench_train.py

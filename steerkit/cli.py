@@ -314,6 +314,8 @@ from .cli_calibrate import register as _register_calibrate  # noqa: E402
 _register_calibrate(app)
 from .cli_transfer import register as _register_transfer  # noqa: E402
 _register_transfer(app)
+from .cli_pipeline import pipeline_app  # noqa: E402
+app.add_typer(pipeline_app, name="pipeline")
 
 
 if __name__ == "__main__":  # pragma: no cover

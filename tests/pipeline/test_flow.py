@@ -1,0 +1,175 @@
+"""The Prefect flow on a tiny project (random 4-layer Llama, 8 + 4 pairs per behavior) in a temporary git + DVC repo.
+
+One project goes through a whole life, each step checking one promise:
+
+1. first run: every stage runs, mapped per behavior; a stage that fails once is retried; the
+   markdown + table artifacts are written; ``dvc commit`` leaves ``dvc status`` and
+   ``dvc repro --dry`` with nothing to do; a second flow run does nothing;
+2. one behavior's parameter changed, then ``dvc repro``: only that behavior's chain (and what
+   reads it) is rebuilt, and the flow afterwards has nothing to do;
+3. a failing stage: nothing committed, the catalog and the failed behavior's vectors untouched;
+4. the fixed re-run (on the Dask task runner): the behavior that succeeded before is not
+   retrained (Prefect's cache), the rest runs, DVC is clean again;
+5. ``dvc exp run --temp -S train.layer=2`` runs an experiment without touching the workspace;
+6. the shipped local remote: ``dvc push``, lose the outputs and the cache, ``dvc pull`` restores them.
+"""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+import csv
+import io
+import shutil
+
+from .conftest import BEHAVIORS, dvc, dvc_status, load_flows, make_project, run, write_params
+
+A, B = BEHAVIORS
+
+
+def tree_hash(flows, path):
+    return flows.hash_path(path)
+
+
+def stages(summary: dict, behavior: str) -> dict:
+    return next(r["stages"] for r in summary["rows"] if r["behavior"] == behavior)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, tiny_model_dir, prefect_api):
+    return make_project(tmp_path_factory.mktemp("pipeline") / "proj", tiny_model_dir)
+
+
+@pytest.fixture
+def flows(project, monkeypatch):
+    monkeypatch.chdir(project)  # the flow changes into the project; restored afterwards
+    return load_flows(project)
+
+
+def artifacts(key: str) -> list:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        return client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+
+
+def test_1_first_run_retries_commits_and_agrees_with_dvc(project, flows, monkeypatch):
+    real = flows.run_stage_process
+    calls: list[tuple] = []
+
+    def flaky(stage, name, *args, **kwargs):
+        calls.append((stage, name))
+        if (stage, name) == ("train", A) and calls.count((stage, name)) == 1:
+            raise RuntimeError("transient failure (injected)")
+        return real(stage, name, *args, **kwargs)
+
+    monkeypatch.setattr(flows, "run_stage_process", flaky)
+    summary = flows.run_pipeline(root=str(project), retries=1, retry_delay_seconds=0)
+    assert summary["ok"], summary["message"]
+    assert calls.count(("train", A)) == 2 and calls.count(("train", B)) == 1  # retried once, then succeeded
+    assert {stages(summary, b)["train"] for b in BEHAVIORS} == {"ran"}
+    for b in BEHAVIORS:
+        assert (project / f"vectors/tiny-llama/{b}/L1.safetensors").is_file()
+        assert (project / f"vectors/tiny-llama/{b}/L1.caa.safetensors").is_file()
+        assert (project / f"reports/eval/tiny-llama/{b}.png").is_file()
+        assert (project / f"reports/transfer/tiny-llama/{b}.json").is_file()
+    assert (project / "reports/compose/tiny-llama/power-wealth.json").is_file()
+    catalog = yaml.safe_load((project / "vectors/catalog.json").read_text())
+    assert {(e["behavior"], e["method"]) for e in catalog["entries"]} == {(b, m) for b in BEHAVIORS for m in ("bipo", "caa")}
+    assert summary["rows"][0]["margin_swing"] is not None and summary["rows"][0]["retention"] is not None
+    assert "catalog" in summary["committed"] and len(summary["committed"]) == 2 * 4 + 3
+
+    # DVC agrees: nothing to do
+    assert dvc_status(project) == {}
+    assert "Data and pipelines are up to date" in dvc(project, "repro", "--dry").stdout
+    # the artifacts a person reads in the Prefect UI
+    table = artifacts("steerkit-pipeline-table")
+    assert table and {row["behavior"] for row in yaml.safe_load(table[0].data)} == set(BEHAVIORS)
+    assert "margin swing" in artifacts("steerkit-pipeline-report")[0].data
+
+    again = flows.run_pipeline(root=str(project), retries=0)
+    assert again["ok"] and again["committed"] == [] and "0 stage(s) ran" in again["message"]
+
+
+def test_2_dvc_repro_rebuilds_one_chain_and_then_the_flow_has_nothing_to_do(project, flows):
+    before = {b: tree_hash(flows, project / f"vectors/tiny-llama/{b}") for b in BEHAVIORS}
+    params = tiny_params_from(project)
+    params["behaviors"][A]["train"] = {"lr": 0.02}
+    write_params(project, params)
+    out = dvc(project, "repro").stdout
+    ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+    assert ran == {f"train@{A}", f"evaluate@{A}", f"transfer@{A}", "compose@power-wealth", "catalog"}, out
+    assert tree_hash(flows, project / f"vectors/tiny-llama/{A}") != before[A]
+    assert tree_hash(flows, project / f"vectors/tiny-llama/{B}") == before[B]
+    assert dvc_status(project) == {}
+
+    summary = flows.run_pipeline(root=str(project), retries=0)
+    assert summary["ok"] and "0 stage(s) ran" in summary["message"] and summary["committed"] == []
+    assert dvc_status(project) == {}
+
+
+def test_3_failed_run_commits_nothing_and_keeps_vectors_and_catalog(project, flows):
+    lock = (project / "dvc.lock").read_bytes()
+    catalog = (project / "vectors/catalog.json").read_bytes()
+    old_b = tree_hash(flows, project / f"vectors/tiny-llama/{B}")
+    params = tiny_params_from(project)
+    params["train"]["epochs"] = 2                      # every behavior retrains ...
+    params["behaviors"][B]["train"] = {"layer": 99}    # ... and this one fails (the model has 4 layers)
+    write_params(project, params)
+
+    summary = flows.run_pipeline(root=str(project), retries=0)
+    assert not summary["ok"] and f"train@{B}" in summary["failed"] and "layer 99" in summary["failed"][f"train@{B}"]
+    assert stages(summary, A)["train"] == "ran" and stages(summary, B)["train"] == "failed"
+    assert summary["committed"] == [] and not summary["catalog_rebuilt"]
+    assert (project / "dvc.lock").read_bytes() == lock
+    assert (project / "vectors/catalog.json").read_bytes() == catalog
+    assert tree_hash(flows, project / f"vectors/tiny-llama/{B}") == old_b
+    assert not list((project / ".cache" / "pipeline-staging").glob("*"))  # no half-written staging folder left
+
+
+def test_4_fixed_rerun_on_dask_reuses_the_cached_behavior(project, flows):
+    pytest.importorskip("prefect_dask")
+    params = tiny_params_from(project)
+    params["behaviors"][B]["train"] = {}
+    write_params(project, params)
+
+    summary = flows.run_pipeline(root=str(project), runner="dask", retries=0)
+    assert summary["ok"], summary["message"]
+    assert stages(summary, A)["train"] == "cached"      # same data + parameters as in the failed run
+    assert stages(summary, B)["train"] == "ran"
+    assert dvc_status(project) == {}
+
+
+def test_5_dvc_exp_run_temp_tries_a_layer_and_leaves_the_workspace_alone(project, flows):
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-q", "-m", "pipeline outputs recorded"], project)
+    before = {p: (project / p).read_bytes() for p in ("params.yaml", "dvc.lock", "vectors/catalog.json")}
+    dvc(project, "exp", "run", "--temp", "-S", "train.layer=2")
+    rows = list(csv.DictReader(io.StringIO(dvc(project, "exp", "show", "--csv").stdout)))
+    def col(row: dict, name: str) -> str:  # `dvc exp show` prefixes a column with its file when names clash
+        return row.get(name, row.get(f"params.yaml:{name}"))
+
+    workspace = next(r for r in rows if r["rev"] == "workspace")
+    exp = next(r for r in rows if r["Experiment"])  # the experiment just run: the only named row
+    assert col(workspace, "train.layer") == "1" and col(exp, "train.layer") == "2", (workspace, exp)
+    assert exp[f"reports/eval/tiny-llama/{A}.json:vector.layer"] == "2"  # its metrics come from a layer-2 vector
+    assert {p: (project / p).read_bytes() for p in before} == before
+    assert not (project / f"vectors/tiny-llama/{A}/L2.safetensors").exists() and dvc_status(project) == {}
+
+
+def test_6_the_shipped_local_remote_pushes_and_pulls(project, flows):
+    vec = project / f"vectors/tiny-llama/{A}"
+    old = tree_hash(flows, vec)
+    assert "pushed" in dvc(project, "push").stdout
+    assert (project / ".dvc-remote" / "files" / "md5").is_dir()  # the remote of .dvc/config, inside the project
+    shutil.rmtree(vec)
+    shutil.rmtree(project / ".dvc" / "cache")
+    assert dvc_status(project) != {}
+    dvc(project, "pull")
+    assert tree_hash(flows, vec) == old and dvc_status(project) == {}
+
+
+def tiny_params_from(project) -> dict:
+    return yaml.safe_load((project / "params.yaml").read_text())
