@@ -18,7 +18,6 @@ import json
 import os
 import threading
 import time
-import warnings
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -84,7 +83,6 @@ class Case:
     fix: tuple[str, ...] = ()  # substrings of err.fix
     check: Callable[[Any, Ctx], None] | None = None  # extra checks on the error (or the result)
     cli: bool = False
-    known_gap: str = ""  # a module we may not edit gives no fix yet: say whose, and only warn
 
 
 def vec(hidden: int = 32, layer: int = 1, seed: int = 0, **meta: Any) -> SteeringVector:
@@ -418,6 +416,24 @@ def _catalog_bigint(ctx: Ctx):
     return Catalog.open(ctx.tmp / "proj")
 
 
+# params.yaml ----------------------------------------------------------------------------------
+PARAMS_OK = """\
+model: {spec: smollm2-135m-instruct, dir: smollm2-135m-instruct}
+train: {TRAIN}
+behaviors:
+  power-seeking:
+    data: {train: data/seed/power-seeking/train.jsonl, test: data/seed/power-seeking/test.jsonl}
+    train: {}
+    evaluate: {}
+"""
+
+
+def _params(ctx: Ctx, train: str):
+    from steerkit.params import load_params
+
+    return load_params(ctx.write("params.yaml", PARAMS_OK.replace("{TRAIN}", train)))
+
+
 # training -------------------------------------------------------------------------------------
 def _nan_training(ctx: Ctx):
     model, ckpt = tiny_model("llama"), ctx.tmp / "v.ckpt"  # its own model: the case poisons the weights
@@ -637,6 +653,13 @@ CASES: list[Case] = [
          fix=("catalog build",)),
     Case("catalog-huge-integer", "regression: a catalog with a 5000-digit format_version (was ValueError)",
          _catalog_bigint, DataError, where=("catalog.json",), what=("not usable JSON",), fix=("catalog build",)),
+    # ---- params.yaml
+    Case("params-wrong-type", "params.yaml with train.epochs: three",
+         lambda c: _params(c, "{epochs: three}"), DataError, where=("params.yaml", "train.epochs"),
+         what=("must be an integer",), fix=("epochs: 3",)),
+    Case("params-unknown-key", "params.yaml with the typo train.learning_rate",
+         lambda c: _params(c, "{learning_rate: 0.01}"), DataError, where=("params.yaml", "train.learning_rate"),
+         what=("unknown key",), fix=("lr",)),
     # ---- training
     Case("training-nan", "the loss turns NaN in epoch 2: stop, keep epoch 1's checkpoint",
          _nan_training, TrainingError, where=("v.ckpt",), what=("loss became nan",), fix=("lower the learning rate",),
@@ -694,10 +717,7 @@ CASES: list[Case] = [
 def _check_message(err: SteerkitError, case: Case) -> None:
     assert isinstance(err, case.error), f"{case.id}: got {type(err).__name__}, want {case.error.__name__}"
     assert err.where, f"{case.id}: the error names no place (where): {err}"
-    if not err.fix and case.known_gap:
-        warnings.warn(f"{case.id}: the error says no fix ({case.known_gap})", stacklevel=1)
-    else:
-        assert err.fix, f"{case.id}: the error says no fix: {err}"
+    assert err.fix, f"{case.id}: the error says no fix: {err}"
     for s in case.where:
         assert s in err.where, f"{case.id}: where {err.where!r} lacks {s!r}"
     for s in case.what:
