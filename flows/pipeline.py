@@ -486,8 +486,11 @@ def run_pipeline(root: str = ".", params: str = "params.yaml", runner: str = "th
 
 def print_summary(summary: dict[str, Any], console: Any) -> None:
     """The run's summary table and where its plots and catalog are."""
+    from rich.console import Console
     from rich.table import Table
 
+    if not console.is_terminal:  # a log file, CI or a scheduled run: rich would cut the table at 80 columns
+        console = Console(file=console.file, width=max(console.width, 170))
     rows = summary["rows"]
     caa = any(r["caa_margin_swing"] is not None for r in rows)
     table = Table("behavior", "layer", "|v|", "margin swing", *(["CAA, same |v|"] if caa else []), "win swing",

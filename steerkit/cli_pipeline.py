@@ -197,7 +197,7 @@ def run_stage(stage: str, name: str | None = None, params: str | Path | Params =
     succeeded, so a failed run leaves the previous vectors untouched. Returns what ran and how long.
     """
     p = params if isinstance(params, Params) else load_params(params)
-    say = echo or (lambda line: console.print(line, markup=False, highlight=False))
+    say = echo or (lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True))
     t0 = time.perf_counter()
     if stage == "train":
         final = Path(vector_dir(p, name))
