@@ -8,7 +8,8 @@
    BiPO and CAA on the same training pairs at the chosen layer, CAA scaled to BiPO's norm,
    evaluated on held-out pairs; jailbreak also by refusal rate on AdvBench goals in neither
    BiPO split, truthfulness also by TruthfulQA MC1 accuracy on held-out questions.
-Each behavior's report goes to reports/results/<behavior>.json; RESULTS.md is rebuilt from them.
+Each behavior's report goes to reports/results/<behavior>.json (its BiPO and CAA vectors to
+reports/results/vectors/); the "behaviors" section of RESULTS.md is rebuilt from them.
 """
 
 from __future__ import annotations
@@ -30,12 +31,15 @@ from steerkit.behaviors import mc1_accuracy_curve, refusal_curve  # noqa: E402
 from steerkit.caa import train_caa  # noqa: E402
 from steerkit.calibrate import calibrate  # noqa: E402
 from steerkit.evaluate import evaluate_vector  # noqa: E402
-from steerkit.fileio import atomic_write_json, atomic_write_text  # noqa: E402
+from steerkit.fileio import atomic_write_json  # noqa: E402
 from steerkit.judges import EmbeddingJudge  # noqa: E402
 from steerkit.models import load_model  # noqa: E402
 from steerkit.packing import encode_pairs  # noqa: E402
 from steerkit.pairs import (read_advbench_csv, read_bipo_csv, read_truthfulqa_csv, read_truthfulqa_mc, split,  # noqa: E402
                             validate)
+
+sys.path.insert(0, str(REPO / "experiments"))
+from results_md import write_section  # noqa: E402
 
 OUT = REPO / "reports" / "results"
 MULTS = (-2.0, -1.0, 0.0, 1.0, 2.0)
@@ -77,6 +81,9 @@ def run_behavior(lm, name, train, test, layer, lr, epochs, n_train, n_test, judg
     caa = train_caa(lm.model, enc, layer, lm.tokenizer.pad_token_id, model_name=lm.name)
     caa_s = time.perf_counter() - t
     log(f"{name}: trained BiPO ({bipo_s:.0f} s, |v|={res.vector.norm():.2f}) and CAA (|v|={caa.norm():.2f})")
+    (OUT / "vectors").mkdir(parents=True, exist_ok=True)
+    res.vector.save(OUT / "vectors" / f"{name}.bipo.safetensors")  # reused by transfer_compose.py
+    caa.save(OUT / "vectors" / f"{name}.caa.safetensors")
     report = evaluate_vector(lm.model, lm.tokenizer, res.vector, test[:n_test], MULTS, judge=judge, n_open=4,
                              compare=caa)
     report.update(behavior=name, n_train=len(enc), layer=layer, lr=lr, epochs=epochs, bipo_seconds=bipo_s,
@@ -112,8 +119,7 @@ def write_results_md(calib: dict | None) -> None:
                     metric = "refusal_rate" if key == "refusal" else "mc1_accuracy"
                     extras.append(f"| {r['behavior']} | {label.upper()} | {metric} | "
                                   + " | ".join(f"{c[metric]:.2f}" for c in curve) + " |")
-    lines = ["# Results on the embedded model (SmolLM2-135M-Instruct)", "",
-             f"Measured {time.strftime('%Y-%m-%d')} on the team's 2-core CPU (fp32) by "
+    lines = [f"Measured {time.strftime('%Y-%m-%d')} on the team's 2-core CPU (fp32) by "
              "`python experiments/paper_behaviors.py`; per-behavior JSON in `reports/results/`.",
              "Swings are value at m = +2 minus value at m = −2 on held-out pairs; CAA is trained on the same",
              "pairs at the same layer and scaled to the BiPO vector's norm. Judge = offline embedding judge",
@@ -137,7 +143,7 @@ def write_results_md(calib: dict | None) -> None:
     if extras:
         lines += ["## Behavior-specific measures", "", "| behavior | vector | metric | m=−2 | m=0 | m=+2 |",
                   "|---|---|---|---:|---:|---:|", *extras, ""]
-    atomic_write_text(REPO / "RESULTS.md", "\n".join(lines) + "\n")
+    write_section(REPO / "RESULTS.md", "behaviors", "\n".join(lines))
 
 
 def main() -> None:

@@ -84,10 +84,12 @@ def swing(rows: Sequence[dict], key: str) -> float | None:
 
 # ------------------------------------------------------------------------------------- margins
 def margin_curve(model: nn.Module, tokenizer: Any, pairs: Sequence[ContrastivePair], vector: SteeringVector,
-                 multipliers: Sequence[float], batch_size: int = 8, system: str | None = None) -> list[dict]:
+                 multipliers: Sequence[float], batch_size: int = 8, system: str | None = None,
+                 per_pair: bool = False) -> list[dict]:
     """Mean answer log-prob margin, its per-token form and the win fraction, per multiplier.
 
     Pairs are encoded and packed once; each multiplier costs one packed forward per batch.
+    ``per_pair`` adds each pair's margin (``margins``, in input order): how far from flipping they are.
     """
     mults = as_multipliers(multipliers)
     _check_batch_size(batch_size)
@@ -116,6 +118,8 @@ def margin_curve(model: nn.Module, tokenizer: Any, pairs: Sequence[ContrastivePa
         rows.append({"multiplier": m, "margin": float(margin.mean()),
                      "margin_per_token": float((pos / n_pos - neg / n_neg).mean()),
                      "win_fraction": float((margin > 0).double().mean())})
+        if per_pair:
+            rows[-1]["margins"] = margin.tolist()
     return rows
 
 

@@ -75,7 +75,7 @@ def test_margin_curve_equals_the_plain_engine(tiny):
     pairs = random_pairs(10)
     v = torch.randn(32, generator=torch.Generator().manual_seed(3)) * 0.2
     vec = SteeringVector({1: v})
-    rows = ev.margin_curve(model, tok, pairs, vec, [1, 0], batch_size=3)
+    rows = ev.margin_curve(model, tok, pairs, vec, [1, 0], batch_size=3, per_pair=True)
     assert [r["multiplier"] for r in rows] == [0.0, 1.0]
     enc = encode_pairs(tok, pairs)
     eng = bipo.PlainEngine(model, enc, 1, tok.pad_token_id)
@@ -88,6 +88,7 @@ def test_margin_curve_equals_the_plain_engine(tiny):
         assert row["margin"] == pytest.approx(float((pos - neg).mean()), abs=1e-5)
         assert row["margin_per_token"] == pytest.approx(float((pos / n_pos - neg / n_neg).mean()), abs=1e-6)
         assert row["win_fraction"] == pytest.approx(float((pos > neg).float().mean()))
+        assert row["margins"] == pytest.approx((pos - neg).tolist(), rel=1e-6, abs=1e-5)  # per pair, input order
     assert rows[0]["margin"] != rows[1]["margin"]
     assert no_hooks_left(model)
 

@@ -1,0 +1,136 @@
+"""Why the win-fraction swing stays small on the embedded model: training budget and multiplier range.
+
+    python experiments/win_swing.py [--quick]     # needs STEERKIT_DATA_MIRROR (the shared datasets)
+
+On power-seeking (BiPO data, calibrated layer, the 30 held-out pairs of paper_behaviors.py) it
+trains BiPO with a larger learning rate and more epochs than the default, then measures every
+vector (and CAA at the default vector's norm) over a wide multiplier range: held-out margin and
+win fraction, the fluency cost on neutral texts, and how far each held-out pair's margin is from
+zero at m = 0 — a pair only "wins" when steering moves its margin across zero. Writes
+reports/results/win_swing.json and the "win-swing" section of RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "experiments"))
+
+from paper_behaviors import OUT, load_behavior, log  # noqa: E402
+from results_md import write_section  # noqa: E402
+
+from steerkit import bipo  # noqa: E402
+from steerkit.caa import train_caa  # noqa: E402
+from steerkit.evaluate import margin_curve, neutral_texts, perplexity_curve, swing  # noqa: E402
+from steerkit.fileio import atomic_write_json  # noqa: E402
+from steerkit.models import load_model  # noqa: E402
+from steerkit.packing import encode_pairs  # noqa: E402
+from steerkit.vector import SteeringVector  # noqa: E402
+
+MULTS = (-8.0, -4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0, 8.0)
+
+
+def _at(rows: list[dict], key: str, m: float) -> float:
+    return next(r[key] for r in rows if r["multiplier"] == m)
+
+
+def measure(lm, vec: SteeringVector, test, texts) -> dict:
+    rows = margin_curve(lm.model, lm.tokenizer, test, vec, MULTS, per_pair=True)
+    flu = perplexity_curve(lm.model, lm.tokenizer, texts, vec, MULTS)
+    zero = _at(rows, "margins", 0.0)
+    out = {"norm": vec.norm(), "curve": [{k: v for k, v in r.items() if k != "margins"} for r in rows],
+           "fluency": flu, "median_abs_margin_at_0": statistics.median(abs(x) for x in zero),
+           "win_at_0": _at(rows, "win_fraction", 0.0)}
+    for m in (1.0, 2.0, 4.0, 8.0):
+        sub = [r for r in rows if abs(r["multiplier"]) == m]
+        out[f"margin_swing_{m:g}"] = swing(sub, "margin")
+        out[f"win_swing_{m:g}"] = swing(sub, "win_fraction")
+        out[f"fluency_cost_{m:g}"] = max(_at(flu, "fluency_cost", m), _at(flu, "fluency_cost", -m))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="tiny sizes, to check the script runs")
+    ap.add_argument("--markdown-only", action="store_true")
+    args = ap.parse_args()
+    q = args.quick
+    out_json = OUT / "win_swing.json"
+    if args.markdown_only:
+        write_markdown(json.loads(out_json.read_text()))
+        return
+    torch.set_num_threads(os.cpu_count() or 1)
+    mirror = Path(os.environ.get("STEERKIT_DATA_MIRROR") or REPO.parent / "shared" / "datasets")
+    calib = json.loads((OUT / "calibration.json").read_text())["best"] if (OUT / "calibration.json").exists() else {}
+    layer, lr0 = calib.get("layer", 15), calib.get("lr", 5e-3)
+    n_train, n_test = (16, 6) if q else (120, 30)
+    train, test = load_behavior(mirror, "power-seeking")
+    train, test = train[:n_train], test[:n_test]
+    lm = load_model("smollm2-135m-instruct")
+    texts = neutral_texts()
+    enc = encode_pairs(lm.tokenizer, train)
+    budgets = [(lr0, 1)] if q else [(lr0, 3), (lr0, 10), (4 * lr0, 3), (4 * lr0, 10)]
+    result: dict = {"layer": layer, "n_train": len(enc), "n_test": len(test), "multipliers": list(MULTS), "runs": []}
+    default = None
+    for lr, epochs in budgets:
+        saved = OUT / "vectors" / "power-seeking.bipo.safetensors"
+        t = time.perf_counter()
+        if (lr, epochs) == (lr0, 3) and saved.exists():
+            vec, acc = SteeringVector.load(saved), None
+        else:
+            res = bipo.train(lm.model, enc, bipo.BipoConfig(layer=layer, lr=lr, epochs=epochs, warmup_steps=10),
+                             lm.tokenizer.pad_token_id, model_name=lm.name, progress=False,
+                             extra_meta={"behavior": "power-seeking"})
+            vec = res.vector
+        acc = vec.meta.get("final_reward_acc")
+        run = {"method": "bipo", "lr": lr, "epochs": epochs, "train_seconds": round(time.perf_counter() - t, 1),
+               "final_reward_acc": acc, **measure(lm, vec, test, texts)}
+        result["runs"].append(run)
+        default = default or vec
+        log(f"lr {lr:g} × {epochs} epochs: |v|={run['norm']:.2f}, margin swing ±2 {run['margin_swing_2']:+.2f}, "
+            f"win swing ±2/±4/±8 {run['win_swing_2']:+.2f}/{run['win_swing_4']:+.2f}/{run['win_swing_8']:+.2f}")
+    caa = train_caa(lm.model, enc, layer, lm.tokenizer.pad_token_id, model_name=lm.name)
+    caa = caa * (default.norm() / caa.norm())
+    result["runs"].append({"method": "caa (default BiPO norm)", "lr": None, "epochs": None, "train_seconds": None,
+                           "final_reward_acc": None, **measure(lm, caa, test, texts)})
+    atomic_write_json(out_json, result)
+    write_markdown(result)
+    log("done")
+
+
+def _f(x, spec="+.2f"):
+    return "—" if x is None else format(x, spec)
+
+
+def write_markdown(r: dict) -> None:
+    lines = ["## Why the win-fraction swing stays small (power-seeking)", "",
+             f"Measured {time.strftime('%Y-%m-%d')} by `python experiments/win_swing.py` (JSON in "
+             f"`reports/results/win_swing.json`): BiPO on {r['n_train']} training pairs at layer {r['layer']} with "
+             f"more learning rate and epochs than the default, each vector measured on {r['n_test']} held-out pairs "
+             "over m = ±1 … ±8. Win swing ±k = win fraction at m = +k minus at m = −k; fluency cost ±k = perplexity "
+             "increase on the neutral texts at the worse of ±k; |margin| at m = 0 = median over held-out pairs of "
+             "how far each pair's margin is from flipping.", "",
+             "| vector | lr | epochs | norm | final train reward acc | margin swing ±2 | win swing ±1 | ±2 | ±4 | ±8 | "
+             "fluency cost ±2 | ±4 | ±8 | win at m=0 | median abs margin at m=0 |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for run in r["runs"]:
+        lines.append(f"| {run['method']} | {_f(run['lr'], 'g')} | {_f(run['epochs'], 'd')} | {run['norm']:.2f} | "
+                     f"{_f(run['final_reward_acc'], '.2f')} | {_f(run['margin_swing_2'])} | "
+                     f"{_f(run['win_swing_1'])} | {_f(run['win_swing_2'])} | {_f(run['win_swing_4'])} | "
+                     f"{_f(run['win_swing_8'])} | {_f(run['fluency_cost_2'], '.1%')} | {_f(run['fluency_cost_4'], '.1%')} | "
+                     f"{_f(run['fluency_cost_8'], '.1%')} | {run['win_at_0']:.2f} | {run['median_abs_margin_at_0']:.2f} |")
+    write_section(REPO / "RESULTS.md", "win-swing", "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
