@@ -43,6 +43,7 @@ from results_md import write_section  # noqa: E402
 
 OUT = REPO / "reports" / "results"
 MULTS = (-2.0, -1.0, 0.0, 1.0, 2.0)
+BEHAVIORS = ("power-seeking", "jailbreak", "truthfulness", "wealth-seeking", "hallucination")
 
 
 def log(msg: str) -> None:
@@ -103,13 +104,13 @@ def fmt(x, spec="+.2f"):
 
 def write_results_md(calib: dict | None) -> None:
     rows, extras = [], []
-    for path in sorted(OUT.glob("*.json")):
-        if path.name == "calibration.json":
+    for path in sorted(OUT / f"{b}.json" for b in BEHAVIORS):  # other scripts' JSON lives here too
+        if not path.exists():
             continue
         r = json.loads(path.read_text())
         for label, part, secs in (("BiPO", r, r["bipo_seconds"]), ("CAA (same norm)", r["baseline"], r["caa_seconds"])):
             s = part["summary"]
-            rows.append(f"| {r['behavior']} | {label} | {part['vector']['norm']:.2f} | {fmt(s['margin_swing'])} | "
+            rows.append(f"| {r['behavior']} | {label} | {r['epochs']} | {part['vector']['norm']:.2f} | {fmt(s['margin_swing'])} | "
                         f"{fmt(s['win_swing'])} | {fmt(s['ab_swing'], '+.3f')} | {fmt(s['judge_swing'], '+.3f')} | "
                         f"{fmt(s['fluency_cost_at_1'], '.1%')} | {'yes' if s['monotonic_margin'] else 'no'} | {secs:.0f} |")
         for key in ("refusal", "mc1"):
@@ -138,8 +139,8 @@ def write_results_md(calib: dict | None) -> None:
                       f"{calib['best']['epochs']} epochs; safe multiplier range ±{calib['safe_multiplier']:g} "
                       "(largest |m| whose fluency cost stays under 10%).", ""]
     lines += ["## BiPO beside CAA", "",
-              "| behavior | vector | norm | margin swing | win swing | A/B swing | judge swing | fluency cost |m|=1 | monotonic | train s |",
-              "|---|---|---:|---:|---:|---:|---:|---:|---|---:|", *rows, ""]
+              "| behavior | vector | BiPO epochs | norm | margin swing | win swing | A/B swing | judge swing | fluency cost |m|=1 | monotonic | train s |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|", *rows, ""]
     if extras:
         lines += ["## Behavior-specific measures", "", "| behavior | vector | metric | m=−2 | m=0 | m=+2 |",
                   "|---|---|---|---:|---:|---:|", *extras, ""]
@@ -154,6 +155,7 @@ def main() -> None:
     ap.add_argument("--layer", type=int, default=15)
     ap.add_argument("--markdown-only", action="store_true")
     ap.add_argument("--lr-sweep", action="store_true", help="also try lr 2e-3 and 1e-2 at the chosen layer")
+    ap.add_argument("--epochs", type=int, default=None, help="BiPO epochs for every behavior (default 3, jailbreak 2)")
     args = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     mirror = Path(os.environ.get("STEERKIT_DATA_MIRROR") or REPO.parent / "shared" / "datasets")
@@ -188,7 +190,7 @@ def main() -> None:
         calib = json.loads(calib_path.read_text())
         layer, lr = calib["best"]["layer"], calib["best"]["lr"]
     n_train, n_test, epochs = (16, 8, 1) if q else (120, 30, 3)
-    behaviors = args.only or ["power-seeking", "jailbreak", "truthfulness", "wealth-seeking", "hallucination"]
+    behaviors = args.only or list(BEHAVIORS)
     for name in behaviors:
         train, test = load_behavior(mirror, name)
         extra = {}
@@ -202,7 +204,7 @@ def main() -> None:
             items = [i for i in read_truthfulqa_mc(mirror / "truthfulqa" / "data" / "mc_task.json")
                      if i["question"] in test_q][: 8 if q else 30]
             extra["mc1"] = lambda v: mc1_accuracy_curve(lm.model, lm.tokenizer, items, v, (-2.0, 0.0, 2.0))
-        ep = 2 if name == "jailbreak" and not q else epochs
+        ep = args.epochs or (2 if name == "jailbreak" and not q else epochs)
         run_behavior(lm, name, train, test, layer, lr, ep, 80 if name == "jailbreak" and not q else n_train,
                      n_test, judge, extra)
         write_results_md(calib)

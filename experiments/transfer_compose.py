@@ -147,13 +147,15 @@ def _f(x, spec="+.2f"):
 def write_markdown(r: dict) -> None:
     lines = ["## Transfer and composition", "",
              f"Measured {time.strftime('%Y-%m-%d')} by `python experiments/transfer_compose.py` (JSON in "
-             "`reports/results/transfer_compose.json`). Vectors: BiPO power- and wealth-seeking from the section above "
-             f"(layer {r['layer']}); {r['n_test']} held-out pairs per behavior; swings over m = −2 … +2.", "",
+             "`reports/results/transfer_compose.json`). Vectors: BiPO power- and wealth-seeking trained by "
+             "`paper_behaviors.py` with 3 epochs (|v| = "
+             + ", ".join(f"{v['norm']:.2f}" for v in r["compose"]["power-wealth"]["vectors"])
+             + f", layer {r['layer']}); {r['n_test']} held-out pairs per behavior; swings over m = −2 … +2.", "",
              f"**Transfer.** LoRA derivatives (r 8, lr {r['lora_lr']:g}, batch 4) fine-tuned on {r['derive_data']}. "
              "Retention = held-out margin swing on the derivative / on the base model.", "",
              "| derivative | ppl change (neutral texts) | next-token KL | behavior | retention unmerged | retention merged |",
              "|---|---:|---:|---|---:|---:|"]
-    for steps, shift in r["lora"].items():
+    for steps, shift in sorted(r["lora"].items(), key=lambda kv: int(kv[0])):
         for b, t in r["transfer"].items():
             ret = t["retention"]
             lines.append(f"| LoRA {steps} steps | {shift['ppl_change']:+.1%} | {shift['kl']:.4f} | {b} | "
@@ -167,7 +169,7 @@ def write_markdown(r: dict) -> None:
     lines += ["", "**Composition** (m = −1 … +1; kept = a behavior's swing under the combination / its solo swing):", "",
               "| case | behavior measured | solo swing | combination swing | kept | fluency cost of the combination at m=1 |",
               "|---|---|---:|---:|---:|---:|"]
-    for name, c in r["compose"].items():
+    for name, c in sorted(r["compose"].items(), key=lambda kv: kv[0] != "power-wealth"):  # the paper's case first
         for b in c["behaviors"]:
             own = c["own"][b]
             fl = (c.get("fluency") or {}).get("cost", {}).get("combination")

@@ -4,7 +4,7 @@
 
 On power-seeking (BiPO data, calibrated layer, the 30 held-out pairs of paper_behaviors.py) it
 trains BiPO with a larger learning rate and more epochs than the default, then measures every
-vector (and CAA at the default vector's norm) over a wide multiplier range: held-out margin and
+vector (and CAA scaled to each BiPO vector's norm) over a wide multiplier range: held-out margin and
 win fraction, the fluency cost on neutral texts, and how far each held-out pair's margin is from
 zero at m = 0 — a pair only "wins" when steering moves its margin across zero. Writes
 reports/results/win_swing.json and the "win-swing" section of RESULTS.md.
@@ -63,11 +63,22 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="tiny sizes, to check the script runs")
     ap.add_argument("--markdown-only", action="store_true")
+    ap.add_argument("--add-caa", action="store_true", help="only measure CAA at the norms of the BiPO runs in the JSON")
     args = ap.parse_args()
     q = args.quick
     out_json = OUT / "win_swing.json"
     if args.markdown_only:
         write_markdown(json.loads(out_json.read_text()))
+        return
+    if args.add_caa:  # only (re)measure CAA against the BiPO runs already in the JSON
+        result = json.loads(out_json.read_text())
+        lm = load_model("smollm2-135m-instruct")
+        train, test = load_behavior(Path(os.environ.get("STEERKIT_DATA_MIRROR") or REPO.parent / "shared" / "datasets"),
+                                    "power-seeking")
+        add_caa(lm, encode_pairs(lm.tokenizer, train[:result["n_train"]]), test[:result["n_test"]], neutral_texts(),
+                result, result["layer"])
+        atomic_write_json(out_json, result)
+        write_markdown(result)
         return
     torch.set_num_threads(os.cpu_count() or 1)
     mirror = Path(os.environ.get("STEERKIT_DATA_MIRROR") or REPO.parent / "shared" / "datasets")
@@ -81,7 +92,6 @@ def main() -> None:
     enc = encode_pairs(lm.tokenizer, train)
     budgets = [(lr0, 1)] if q else [(lr0, 3), (lr0, 10), (4 * lr0, 3), (4 * lr0, 10)]
     result: dict = {"layer": layer, "n_train": len(enc), "n_test": len(test), "multipliers": list(MULTS), "runs": []}
-    default = None
     for lr, epochs in budgets:
         saved = OUT / "vectors" / "power-seeking.bipo.safetensors"
         t = time.perf_counter()
@@ -96,16 +106,26 @@ def main() -> None:
         run = {"method": "bipo", "lr": lr, "epochs": epochs, "train_seconds": round(time.perf_counter() - t, 1),
                "final_reward_acc": acc, **measure(lm, vec, test, texts)}
         result["runs"].append(run)
-        default = default or vec
         log(f"lr {lr:g} × {epochs} epochs: |v|={run['norm']:.2f}, margin swing ±2 {run['margin_swing_2']:+.2f}, "
             f"win swing ±2/±4/±8 {run['win_swing_2']:+.2f}/{run['win_swing_4']:+.2f}/{run['win_swing_8']:+.2f}")
-    caa = train_caa(lm.model, enc, layer, lm.tokenizer.pad_token_id, model_name=lm.name)
-    caa = caa * (default.norm() / caa.norm())
-    result["runs"].append({"method": "caa (default BiPO norm)", "lr": None, "epochs": None, "train_seconds": None,
-                           "final_reward_acc": None, **measure(lm, caa, test, texts)})
+    atomic_write_json(out_json, result)
+    add_caa(lm, enc, test, texts, result, layer)
     atomic_write_json(out_json, result)
     write_markdown(result)
     log("done")
+
+
+def add_caa(lm, enc, test, texts, result: dict, layer: int) -> None:
+    """CAA on the same pairs, scaled to each BiPO run's norm: the same-norm comparison for every budget."""
+    caa = train_caa(lm.model, enc, layer, lm.tokenizer.pad_token_id, model_name=lm.name)
+    result["runs"] = [r for r in result["runs"] if r["method"] == "bipo"]
+    for run in list(result["runs"]):
+        row = {"method": "caa", "lr": None, "epochs": None, "train_seconds": None, "final_reward_acc": None,
+               "same_norm_as": f"lr {run['lr']:g} x {run['epochs']}",
+               **measure(lm, caa * (run["norm"] / caa.norm()), test, texts)}
+        result["runs"].append(row)
+        log(f"CAA at |v|={row['norm']:.2f}: margin swing ±2 {row['margin_swing_2']:+.2f}, "
+            f"win swing ±2 {row['win_swing_2']:+.2f}")
 
 
 def _f(x, spec="+.2f"):
@@ -124,7 +144,8 @@ def write_markdown(r: dict) -> None:
              "fluency cost ±2 | ±4 | ±8 | win at m=0 | median abs margin at m=0 |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for run in r["runs"]:
-        lines.append(f"| {run['method']} | {_f(run['lr'], 'g')} | {_f(run['epochs'], 'd')} | {run['norm']:.2f} | "
+        method = run["method"] + (f" (norm of {run['same_norm_as']})" if run.get("same_norm_as") else "")
+        lines.append(f"| {method} | {_f(run['lr'], 'g')} | {_f(run['epochs'], 'd')} | {run['norm']:.2f} | "
                      f"{_f(run['final_reward_acc'], '.2f')} | {_f(run['margin_swing_2'])} | "
                      f"{_f(run['win_swing_1'])} | {_f(run['win_swing_2'])} | {_f(run['win_swing_4'])} | "
                      f"{_f(run['win_swing_8'])} | {_f(run['fluency_cost_2'], '.1%')} | {_f(run['fluency_cost_4'], '.1%')} | "
