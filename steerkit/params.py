@@ -54,7 +54,7 @@ class ModelParams:
 @dataclass(frozen=True)
 class TrainParams:
     layer: int = 15
-    epochs: int = 3
+    epochs: int = 10
     lr: float = 5e-3
     beta: float = 0.1
     batch_size: int = 4

@@ -41,7 +41,7 @@ def test_shipped_params_are_valid_and_defaults_merge():
     p = load_params(REPO / "params.yaml")
     assert list(p.behaviors) == ["power-seeking", "wealth-seeking"]
     ps = p.behaviors["power-seeking"]
-    assert (ps.train.layer, ps.train.epochs, ps.train.lr, ps.train.warmup) == (15, 3, 0.005, 10)
+    assert (ps.train.layer, ps.train.epochs, ps.train.lr, ps.train.warmup) == (15, 10, 0.005, 10)
     assert ps.evaluate.multipliers == (-2.0, -1.0, 0.0, 1.0, 2.0) and ps.evaluate.judge == "none"
     assert ps.data.train == "data/seed/power-seeking/train.jsonl"
     assert set(p.optional["bipo"]) == {"bipo-power-seeking", "bipo-wealth-seeking"}
