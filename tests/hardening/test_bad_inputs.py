@@ -656,7 +656,7 @@ CASES: list[Case] = [
     # ---- params.yaml
     Case("params-wrong-type", "params.yaml with train.epochs: three",
          lambda c: _params(c, "{epochs: three}"), DataError, where=("params.yaml", "train.epochs"),
-         what=("must be an integer",), fix=("epochs: 3",)),
+         what=("must be an integer",), fix=("write it like `epochs: ",)),
     Case("params-unknown-key", "params.yaml with the typo train.learning_rate",
          lambda c: _params(c, "{learning_rate: 0.01}"), DataError, where=("params.yaml", "train.learning_rate"),
          what=("unknown key",), fix=("lr",)),
