@@ -92,7 +92,8 @@ def main() -> None:
     tqa = validate(read_truthfulqa_csv(mirror / "truthfulqa" / "TruthfulQA.csv")).pairs
     examples = training_examples(tqa, lm.tokenizer, "both")
     probe = neutral_texts()
-    result: dict = {"layer": layer, "n_test": n_test, "multipliers": list(MULTS), "lora": {}, "transfer": {},
+    result: dict = {"vector_epochs": sorted({v.meta.get("training", {}).get("epochs") for v in vectors.values()}),
+                    "layer": layer, "n_test": n_test, "multipliers": list(MULTS), "lora": {}, "transfer": {},
                     "compose": {}, "lora_lr": args.lora_lr,
                     "derive_data": f"TruthfulQA.csv, both answers, {len(examples)} examples"}
     derived = {}
@@ -148,7 +149,7 @@ def write_markdown(r: dict) -> None:
     lines = ["## Transfer and composition", "",
              f"Measured {time.strftime('%Y-%m-%d')} by `python experiments/transfer_compose.py` (JSON in "
              "`reports/results/transfer_compose.json`). Vectors: BiPO power- and wealth-seeking trained by "
-             "`paper_behaviors.py` with 3 epochs (|v| = "
+             f"`paper_behaviors.py` with {'/'.join(map(str, r.get('vector_epochs', [3])))} epochs (|v| = "
              + ", ".join(f"{v['norm']:.2f}" for v in r["compose"]["power-wealth"]["vectors"])
              + f", layer {r['layer']}); {r['n_test']} held-out pairs per behavior; swings over m = −2 … +2.", "",
              f"**Transfer.** LoRA derivatives (r 8, lr {r['lora_lr']:g}, batch 4) fine-tuned on {r['derive_data']}. "

@@ -93,15 +93,10 @@ def main() -> None:
     budgets = [(lr0, 1)] if q else [(lr0, 3), (lr0, 10), (4 * lr0, 3), (4 * lr0, 10)]
     result: dict = {"layer": layer, "n_train": len(enc), "n_test": len(test), "multipliers": list(MULTS), "runs": []}
     for lr, epochs in budgets:
-        saved = OUT / "vectors" / "power-seeking.bipo.safetensors"
         t = time.perf_counter()
-        if (lr, epochs) == (lr0, 3) and saved.exists():
-            vec, acc = SteeringVector.load(saved), None
-        else:
-            res = bipo.train(lm.model, enc, bipo.BipoConfig(layer=layer, lr=lr, epochs=epochs, warmup_steps=10),
-                             lm.tokenizer.pad_token_id, model_name=lm.name, progress=False,
-                             extra_meta={"behavior": "power-seeking"})
-            vec = res.vector
+        vec = bipo.train(lm.model, enc, bipo.BipoConfig(layer=layer, lr=lr, epochs=epochs, warmup_steps=10),
+                         lm.tokenizer.pad_token_id, model_name=lm.name, progress=False,
+                         extra_meta={"behavior": "power-seeking"}).vector
         acc = vec.meta.get("final_reward_acc")
         run = {"method": "bipo", "lr": lr, "epochs": epochs, "train_seconds": round(time.perf_counter() - t, 1),
                "final_reward_acc": acc, **measure(lm, vec, test, texts)}
