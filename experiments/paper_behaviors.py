@@ -50,6 +50,18 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+def mirror_dir() -> Path:
+    """The shared datasets: $STEERKIT_DATA_MIRROR, else ../shared/datasets beside the project."""
+    return Path(os.environ.get("STEERKIT_DATA_MIRROR") or REPO.parent / "shared" / "datasets")
+
+
+def calibrated() -> tuple[int, float]:
+    """(layer, lr) chosen by the recorded calibration; layer 15, lr 5e-3 without one."""
+    path = OUT / "calibration.json"
+    best = json.loads(path.read_text())["best"] if path.exists() else {}
+    return best.get("layer", 15), best.get("lr", 5e-3)
+
+
 def unique_questions(pairs):
     seen, out = set(), []
     for p in pairs:
@@ -158,7 +170,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=None, help="BiPO epochs for every behavior (default 3, jailbreak 2)")
     args = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
-    mirror = Path(os.environ.get("STEERKIT_DATA_MIRROR") or REPO.parent / "shared" / "datasets")
+    mirror = mirror_dir()
     OUT.mkdir(parents=True, exist_ok=True)
     calib_path = OUT / "calibration.json"
     if args.markdown_only:

@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "experiments"))
 
-from paper_behaviors import OUT, load_behavior, log  # noqa: E402
+from paper_behaviors import OUT, calibrated, load_behavior, log, mirror_dir  # noqa: E402
 from results_md import write_section  # noqa: E402
 
 from steerkit import bipo  # noqa: E402
@@ -68,9 +68,8 @@ def main() -> None:
         write_markdown(json.loads(out_json.read_text()))
         return
     torch.set_num_threads(os.cpu_count() or 1)
-    mirror = Path(os.environ.get("STEERKIT_DATA_MIRROR") or REPO.parent / "shared" / "datasets")
-    calib = json.loads((OUT / "calibration.json").read_text())["best"] if (OUT / "calibration.json").exists() else {}
-    layer, lr = calib.get("layer", 15), calib.get("lr", 5e-3)
+    mirror = mirror_dir()
+    layer, lr = calibrated()
     n_train, n_test, epochs = (16, 6, 1) if q else (120, 30, 3)
     steps_list = args.steps or ([4] if q else [30, 120])
     lm = load_model("smollm2-135m-instruct")

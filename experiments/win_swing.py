@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "experiments"))
 
-from paper_behaviors import OUT, load_behavior, log  # noqa: E402
+from paper_behaviors import OUT, calibrated, load_behavior, log, mirror_dir  # noqa: E402
 from results_md import write_section  # noqa: E402
 
 from steerkit import bipo  # noqa: E402
@@ -73,17 +73,15 @@ def main() -> None:
     if args.add_caa:  # only (re)measure CAA against the BiPO runs already in the JSON
         result = json.loads(out_json.read_text())
         lm = load_model("smollm2-135m-instruct")
-        train, test = load_behavior(Path(os.environ.get("STEERKIT_DATA_MIRROR") or REPO.parent / "shared" / "datasets"),
-                                    "power-seeking")
+        train, test = load_behavior(mirror_dir(), "power-seeking")
         add_caa(lm, encode_pairs(lm.tokenizer, train[:result["n_train"]]), test[:result["n_test"]], neutral_texts(),
                 result, result["layer"])
         atomic_write_json(out_json, result)
         write_markdown(result)
         return
     torch.set_num_threads(os.cpu_count() or 1)
-    mirror = Path(os.environ.get("STEERKIT_DATA_MIRROR") or REPO.parent / "shared" / "datasets")
-    calib = json.loads((OUT / "calibration.json").read_text())["best"] if (OUT / "calibration.json").exists() else {}
-    layer, lr0 = calib.get("layer", 15), calib.get("lr", 5e-3)
+    mirror = mirror_dir()
+    layer, lr0 = calibrated()
     n_train, n_test = (16, 6) if q else (120, 30)
     train, test = load_behavior(mirror, "power-seeking")
     train, test = train[:n_train], test[:n_test]
