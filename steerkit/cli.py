@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from .cli_errors import fail as _fail
 from .errors import SteerkitError
 
 app = typer.Typer(help="Make, check and ship LLM steering vectors with BiPO.\n\n"
@@ -22,18 +23,10 @@ vector_app = typer.Typer(help="Inspect and convert steering-vector files.", no_a
 app.add_typer(data_app, name="data")
 app.add_typer(vector_app, name="vector")
 console = Console()
-err_console = Console(stderr=True, soft_wrap=True)
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 ModelOpt = typer.Option(DEFAULT_MODEL, "--model", "-m",
                         help="Embedded name, local folder, .gguf file or hub id.")
-
-
-def _fail(exc: SteerkitError) -> None:
-    from rich.markup import escape  # messages quote paths and lists: "[/]" or "[a, b]" is text, not markup
-
-    err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
-    raise typer.Exit(2)
 
 
 def main() -> None:

@@ -11,12 +11,12 @@ from rich import box
 from rich.console import Console
 from rich.table import Column, Table
 
+from .cli_errors import fail as _fail
 from .errors import SteerkitError
 
 catalog_app = typer.Typer(help="The vector catalog (vectors/catalog.json): build it, list it, fetch vectors from it.",
                           no_args_is_help=True)
 console = Console()
-err_console = Console(stderr=True, soft_wrap=True)
 
 RootOpt = typer.Option(Path("."), "--root", help="Project root (holds vectors/ and vectors/catalog.json).")
 RepoOpt = typer.Option(None, "--repo", help="Read the catalog from this git/DVC repository (URL or path) instead of --root.")
@@ -24,13 +24,6 @@ RevOpt = typer.Option(None, "--rev", help="Git revision (commit, tag, branch) to
 ModelOpt = typer.Option(None, "--model", "-m", help="Model id or folder name (needed when several models have the behavior).")
 MethodOpt = typer.Option("bipo", "--method", help="bipo, caa, … ('any' matches every method).")
 LayerOpt = typer.Option(None, "--layer", help="Only vectors that steer this layer.")
-
-
-def _fail(exc: SteerkitError) -> None:
-    from rich.markup import escape  # messages quote paths and lists: "[/]" or "[a, b]" is text, not markup
-
-    err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
-    raise typer.Exit(2)
 
 
 def _open(root: Path, repo: Optional[str], rev: Optional[str]):

@@ -21,16 +21,15 @@ from typing import Any, Callable, List, Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
+from .cli_errors import fail as _fail
 from .errors import SteerkitError
 from .params import DEFAULT_PARAMS, Behavior, Params, load_params
 
 pipeline_app = typer.Typer(help="The whole chain in params.yaml: DVC stages (`dvc repro`) and the Prefect flow "
                                 "(`steerkit pipeline run`, also `make run`).", no_args_is_help=True)
 console = Console()
-err_console = Console(stderr=True, soft_wrap=True)
 
 #: stage name → whether it runs once per behavior ("behavior"), per combination ("combo") or once (None)
 STAGES: dict[str, str | None] = {"prepare": "behavior", "train": "behavior", "evaluate": "behavior", "derive": None,
@@ -262,11 +261,6 @@ def offline_env(root: str | Path = ".") -> None:
 
 # ------------------------------------------------------------------------------------------ CLI
 ParamsOpt = typer.Option(Path(DEFAULT_PARAMS), "--params", help="The parameters file (paths in it are relative to the project root).")
-
-
-def _fail(exc: SteerkitError) -> None:
-    err_console.print("[bold red]error:[/] " + escape(str(exc)), highlight=False)
-    raise typer.Exit(2)
 
 
 @pipeline_app.command("stage")

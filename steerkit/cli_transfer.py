@@ -12,18 +12,13 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 
+from .cli_errors import err_console, fail as _fail
 from .errors import SteerkitError
 
 console = Console()
-err_console = Console(stderr=True, soft_wrap=True)
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
 derive_app = typer.Typer(help="Make derived models (LoRA fine-tunes) to test transfer against.", no_args_is_help=True)
-
-
-def _fail(exc: SteerkitError) -> None:
-    err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
-    raise typer.Exit(2)
 
 
 def _floats(values: List[str]) -> list[float]:
