@@ -17,7 +17,6 @@ its own negation at half weight keeps ≈ 0.5 (the interfering case). See :func:
 from __future__ import annotations
 
 import io
-import math
 import os
 import re
 from dataclasses import dataclass
@@ -57,12 +56,6 @@ def own_columns(behaviors: Sequence[str], vectors: Sequence[SteeringVector], nam
     for b in behaviors:
         own[b] = next((n for n, v in zip(names, vectors) if n == b or v.meta.get("behavior") == b), None)
     return own
-
-
-def _ratio(num: float | None, den: float | None) -> float | None:
-    if num is None or den is None or den == 0 or not (math.isfinite(num) and math.isfinite(den)):
-        return None
-    return float(num / den)
 
 
 # ------------------------------------------------------------------------------------- report
@@ -109,11 +102,11 @@ def compose_report(model: nn.Module, tokenizer: Any, vectors: Sequence[SteeringV
             curves[b][col] = rows
             matrix[b][col] = ev.swing(rows, "margin")
             win_matrix[b][col] = ev.swing(rows, "win_fraction")
-    kept = {b: (_ratio(matrix[b][COMBINATION], matrix[b][own[b]]) if own.get(b) else None) for b in behaviors}
-    win_kept = {b: (_ratio(win_matrix[b][COMBINATION], win_matrix[b][own[b]]) if own.get(b) else None)
+    kept = {b: (ev.ratio(matrix[b][COMBINATION], matrix[b][own[b]]) if own.get(b) else None) for b in behaviors}
+    win_kept = {b: (ev.ratio(win_matrix[b][COMBINATION], win_matrix[b][own[b]]) if own.get(b) else None)
                 for b in behaviors}
     # cross-talk: another vector's swing on a behavior relative to the behavior's own solo swing
-    cross = {b: {c: _ratio(matrix[b][c], matrix[b][own[b]]) for c in names if c != own.get(b)} if own.get(b) else {}
+    cross = {b: {c: ev.ratio(matrix[b][c], matrix[b][own[b]]) for c in names if c != own.get(b)} if own.get(b) else {}
              for b in behaviors}
     report: dict[str, Any] = {
         "kind": "compose", "multipliers": mults, "system": system,

@@ -82,6 +82,13 @@ def swing(rows: Sequence[dict], key: str) -> float | None:
     return float(hi[key] - lo[key])
 
 
+def ratio(num: float | None, den: float | None) -> float | None:
+    """``num / den`` of two effects (retention, kept-when-composed); None when either is missing or den is 0."""
+    if num is None or den is None or den == 0 or not (math.isfinite(num) and math.isfinite(den)):
+        return None
+    return float(num / den)
+
+
 # ------------------------------------------------------------------------------------- margins
 def margin_curve(model: nn.Module, tokenizer: Any, pairs: Sequence[ContrastivePair], vector: SteeringVector,
                  multipliers: Sequence[float], batch_size: int = 8, system: str | None = None,

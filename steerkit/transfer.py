@@ -442,15 +442,9 @@ def _summary(rows: Sequence[dict]) -> dict[str, float | None]:
             "margin_per_token_swing": ev.swing(rows, "margin_per_token")}
 
 
-def _ratio(num: float | None, den: float | None) -> float | None:
-    if num is None or den is None or den == 0 or not math.isfinite(den) or not math.isfinite(num):
-        return None
-    return float(num / den)
-
-
 def retention(target_summary: Mapping[str, float | None], base_summary: Mapping[str, float | None]) -> dict[str, float | None]:
     """Effect on the target / effect on the base, per metric (None where the base shows no effect)."""
-    return {k: _ratio(target_summary.get(k), base_summary.get(k)) for k in RETENTION_METRICS}
+    return {k: ev.ratio(target_summary.get(k), base_summary.get(k)) for k in RETENTION_METRICS}
 
 
 def layer_cosines(a: SteeringVector, b: SteeringVector) -> dict[str, Any]:
@@ -574,7 +568,7 @@ def markdown_table(report: Mapping[str, Any]) -> str:
     lines = ["| model | margin swing | retention | win swing | retention | ppl change | KL(base‖target) | moved |",
              "|---|---:|---:|---:|---:|---:|---:|:---:|"]
     b = report["base"]["summary"]
-    one = {k: _fmt(_ratio(b[k], b[k])) for k in ("margin_swing", "win_swing")}
+    one = {k: _fmt(ev.ratio(b[k], b[k])) for k in ("margin_swing", "win_swing")}
     lines.append(f"| {report['base']['name']} (base) | {_fmt(b['margin_swing'])} | {one['margin_swing']} "
                  f"| {_fmt(b['win_swing'])} | {one['win_swing']} | — | — | — |")
     for name, t in report["targets"].items():
