@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from steerkit import cli_pipeline as cp
+from steerkit.fileio import sha256_file
 from steerkit.params import Params, load_params
 
 cp.offline_env(Path(__file__).resolve().parents[1])  # before prefect reads its settings (when it is first here)
@@ -83,11 +84,7 @@ def hash_path(path: str | Path) -> str | None:
     """sha256 of a file, or of a folder's sorted (relative path, file sha256) list; None if missing."""
     path = Path(path)
     if path.is_file():
-        h = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-        return h.hexdigest()
+        return sha256_file(path)
     if path.is_dir():
         h = hashlib.sha256()
         for f in sorted(q for q in path.rglob("*") if q.is_file()):

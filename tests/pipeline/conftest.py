@@ -20,11 +20,10 @@ import pytest
 from ..conftest import REPO
 
 # The Makefile's environment, before prefect or dvc is imported anywhere in this session.
-for _k, _v in {"PREFECT_HOME": str(REPO / ".prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-               "DO_NOT_TRACK": "1", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
-               "DVC_NO_ANALYTICS": "1", "DVC_SITE_CACHE_DIR": str(REPO / ".cache" / "dvc-site"),
-               "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-               "PREFECT_LOGGING_LEVEL": "WARNING"}.items():
+from steerkit.cli_pipeline import offline_env  # noqa: E402 - imports neither prefect nor dvc
+
+offline_env(REPO)
+for _k, _v in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PREFECT_LOGGING_LEVEL": "WARNING"}.items():
     os.environ.setdefault(_k, _v)
 
 BEHAVIORS = ("power-seeking", "wealth-seeking")
