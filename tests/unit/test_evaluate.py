@@ -223,16 +223,23 @@ TEXTS = ["the cat sat on the mat and the dog sat on the log", "a bicycle has two
 
 @pytest.fixture(scope="module")
 def fitted():
-    """A tiny llama that has memorised TEXTS, so its perplexity on them is low (near 1)."""
+    """A tiny llama that has memorised TEXTS, so its perplexity on them is low (near 1).
+
+    Trained until the mean loss is below 0.05 nats (about 100 Adam steps; a fixed 60 steps left
+    some machines' floating point at 0.8 nats), and the fit itself is checked.
+    """
     model, tok = tiny_model("llama", seed=0), TinyTokenizer()
     model.train().requires_grad_(True)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     ids = [torch.tensor([tok(t)["input_ids"]]) for t in TEXTS]
-    for _ in range(60):
+    for _ in range(400):
         loss = sum(model(i, labels=i).loss for i in ids)
+        if float(loss) / len(ids) < 0.05:
+            break
         opt.zero_grad()
         loss.backward()
         opt.step()
+    assert float(loss) / len(ids) < 0.05, "the tiny model did not memorise TEXTS"
     return model.eval().requires_grad_(False), tok
 
 
