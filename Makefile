@@ -22,7 +22,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
 
-.PHONY: setup run test test-unit bench clean
+.PHONY: setup run test test-unit lint bench clean
 .DEFAULT_GOAL := run
 
 setup: $(STAMP)
@@ -46,10 +46,16 @@ run: setup $(if $(BIPO),fetch-bipo,)
 	$(VENV)/bin/steerkit pipeline run $(if $(BIPO),--with bipo,)
 
 test: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q
 
 test-unit: setup
 	$(PY) -m pytest -q tests/unit
+
+lint: setup
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 # The pipeline's other doors: `dvc repro` (same stages, same commands), the flow's tests, its schedule.
 .PHONY: demo repro fetch-bipo serve deploy test-pipeline

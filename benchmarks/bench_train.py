@@ -25,11 +25,11 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from steerkit import bipo  # noqa: E402
+from steerkit.data.readers import load_pairs  # noqa: E402
 from steerkit.generate import generate  # noqa: E402
 from steerkit.models import decoder_layers, hidden_size, load_model  # noqa: E402
 from steerkit.packing import EncodedPair, encode_pairs  # noqa: E402
-from steerkit.stages import load_pairs  # noqa: E402
+from steerkit.train import bipo  # noqa: E402
 from steerkit.vector import SteeringVector  # noqa: E402
 
 
@@ -46,9 +46,15 @@ def synthetic_model(spec: str, device: str, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM, LlamaConfig
 
     hidden, layers = (int(x) for x in spec.split("x"))
-    cfg = LlamaConfig(hidden_size=hidden, intermediate_size=int(hidden * 2.75) // 64 * 64, num_hidden_layers=layers,
-                      num_attention_heads=hidden // 64, num_key_value_heads=max(1, hidden // 256), vocab_size=32000,
-                      max_position_embeddings=2048)
+    cfg = LlamaConfig(
+        hidden_size=hidden,
+        intermediate_size=int(hidden * 2.75) // 64 * 64,
+        num_hidden_layers=layers,
+        num_attention_heads=hidden // 64,
+        num_key_value_heads=max(1, hidden // 256),
+        vocab_size=32000,
+        max_position_embeddings=2048,
+    )
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(cfg, dtype=dtype).to(device).eval().requires_grad_(False)
     return model
@@ -57,7 +63,7 @@ def synthetic_model(spec: str, device: str, dtype: torch.dtype):
 def synthetic_pairs(n: int, vocab: int, seed: int = 0) -> list[EncodedPair]:
     """Token-id pairs with the BiPO power-seeking length profile (prompt ~77, answers ~20 tokens)."""
     r = random.Random(seed)
-    ids = lambda k: tuple(r.randrange(3, vocab) for _ in range(k))  # noqa: E731
+    ids = lambda k: tuple(r.randrange(3, vocab) for _ in range(k))
     return [EncodedPair(ids(r.randint(60, 95)), ids(r.randint(10, 32)), ids(r.randint(10, 32))) for _ in range(n)]
 
 
@@ -122,15 +128,28 @@ def main() -> None:
     if args.device.startswith("cuda"):
         fast_peak_gpu = torch.cuda.max_memory_allocated() / 2**20
     rss_after_fast = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    plain_s, v_plain = (float("nan"), v_fast) if args.skip_plain else time_train(model, enc, cfg, pad, "plain", args.device)
+    plain_s, v_plain = (
+        (float("nan"), v_fast) if args.skip_plain else time_train(model, enc, cfg, pad, "plain", args.device)
+    )
     result = {
         "machine": f"{platform.node() or '?'}; {os.cpu_count()} cores; {torch.cuda.get_device_name() if args.device.startswith('cuda') else platform.processor() or platform.machine()}",
-        "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "device": args.device,
-        "dtype": str(next(model.parameters()).dtype).replace("torch.", ""), "model": name,
-        "hidden_size": hidden_size(model), "layers": len(decoder_layers(model)), "layer": layer, "data": source,
-        "pairs": len(enc), "epochs": args.epochs, "batch_size": args.batch_size,
-        "plain_s_per_pair": plain_s / n, "fast_s_per_pair": fast_s / n, "speedup": plain_s / fast_s,
-        "max_abs_diff": float((v_fast.float() - v_plain.float()).abs().max()), "vector_norm": float(v_fast.norm()),
+        "date": time.strftime("%Y-%m-%d"),
+        "torch": torch.__version__,
+        "device": args.device,
+        "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+        "model": name,
+        "hidden_size": hidden_size(model),
+        "layers": len(decoder_layers(model)),
+        "layer": layer,
+        "data": source,
+        "pairs": len(enc),
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "plain_s_per_pair": plain_s / n,
+        "fast_s_per_pair": fast_s / n,
+        "speedup": plain_s / fast_s,
+        "max_abs_diff": float((v_fast.float() - v_plain.float()).abs().max()),
+        "vector_norm": float(v_fast.norm()),
         "peak_rss_mb": rss_after_fast,
     }
     if args.device.startswith("cuda"):

@@ -1,6 +1,6 @@
 """Profile one fast-engine BiPO step (forward + backward) and print the top kernels/ops.
 
-    python benchmarks/profile_step.py --synthetic 2048x16 --device cuda --dtype bf16
+python benchmarks/profile_step.py --synthetic 2048x16 --device cuda --dtype bf16
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_train import synthetic_model, synthetic_pairs  # noqa: E402
-from steerkit import bipo  # noqa: E402
+from bench_train import synthetic_model, synthetic_pairs
+
+from steerkit.train.engines import FastEngine, PlainEngine
 
 
 def main() -> None:
@@ -29,12 +30,14 @@ def main() -> None:
     model = synthetic_model(args.synthetic, args.device, dtype)
     enc = synthetic_pairs(8, model.config.vocab_size)
     layer = model.config.num_hidden_layers // 2
-    eng = bipo.FastEngine(model, enc, layer, 0) if args.engine == "fast" else bipo.PlainEngine(model, enc, layer, 0)
+    eng = FastEngine(model, enc, layer, 0) if args.engine == "fast" else PlainEngine(model, enc, layer, 0)
     v = torch.zeros(model.config.hidden_size, device=args.device, requires_grad=True)
     for _ in range(3):
         pos, neg = eng.logps([0, 1, 2, 3], v)
         (pos - neg).sum().backward()
-    acts = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if args.device == "cuda" else [])
+    acts = [torch.profiler.ProfilerActivity.CPU] + (
+        [torch.profiler.ProfilerActivity.CUDA] if args.device == "cuda" else []
+    )
     with torch.profiler.profile(activities=acts) as prof:
         for _ in range(3):
             pos, neg = eng.logps([0, 1, 2, 3], v)

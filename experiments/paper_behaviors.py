@@ -26,17 +26,19 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from steerkit import bipo  # noqa: E402
-from steerkit.behaviors import mc1_accuracy_curve, refusal_curve  # noqa: E402
-from steerkit.caa import train_caa  # noqa: E402
-from steerkit.calibrate import calibrate  # noqa: E402
-from steerkit.evaluate import evaluate_vector  # noqa: E402
+from steerkit.data.benchmarks import read_advbench_csv, read_truthfulqa_csv, read_truthfulqa_mc  # noqa: E402
+from steerkit.data.checks import split, validate  # noqa: E402
+from steerkit.data.readers import read_bipo_csv  # noqa: E402
+from steerkit.eval.calibrate import calibrate  # noqa: E402
+from steerkit.eval.config import EvalConfig  # noqa: E402
+from steerkit.eval.judges import EmbeddingJudge  # noqa: E402
+from steerkit.eval.paper import mc1_accuracy_curve, refusal_curve  # noqa: E402
+from steerkit.eval.report import evaluate_vector  # noqa: E402
 from steerkit.fileio import atomic_write_json  # noqa: E402
-from steerkit.judges import EmbeddingJudge  # noqa: E402
 from steerkit.models import load_model  # noqa: E402
 from steerkit.packing import encode_pairs  # noqa: E402
-from steerkit.pairs import (read_advbench_csv, read_bipo_csv, read_truthfulqa_csv, read_truthfulqa_mc, split,  # noqa: E402
-                            validate)
+from steerkit.train import bipo  # noqa: E402
+from steerkit.train.caa import train_caa  # noqa: E402
 
 sys.path.insert(0, str(REPO / "experiments"))
 from results_md import write_section  # noqa: E402
@@ -87,8 +89,9 @@ def run_behavior(lm, name, train, test, layer, lr, epochs, n_train, n_test, judg
     enc = encode_pairs(lm.tokenizer, train[:n_train])
     cfg = bipo.BipoConfig(layer=layer, lr=lr, epochs=epochs, warmup_steps=10)
     t = time.perf_counter()
-    res = bipo.train(lm.model, enc, cfg, lm.tokenizer.pad_token_id, model_name=lm.name, progress=False,
-                     extra_meta={"behavior": name})
+    res = bipo.train(
+        lm.model, enc, cfg, lm.tokenizer.pad_token_id, model_name=lm.name, progress=False, extra_meta={"behavior": name}
+    )
     bipo_s = time.perf_counter() - t
     t = time.perf_counter()
     caa = train_caa(lm.model, enc, layer, lm.tokenizer.pad_token_id, model_name=lm.name)
@@ -97,16 +100,34 @@ def run_behavior(lm, name, train, test, layer, lr, epochs, n_train, n_test, judg
     (OUT / "vectors").mkdir(parents=True, exist_ok=True)
     res.vector.save(OUT / "vectors" / f"{name}.bipo.safetensors")  # reused by transfer_compose.py
     caa.save(OUT / "vectors" / f"{name}.caa.safetensors")
-    report = evaluate_vector(lm.model, lm.tokenizer, res.vector, test[:n_test], MULTS, judge=judge, n_open=4,
-                             compare=caa)
-    report.update(behavior=name, n_train=len(enc), layer=layer, lr=lr, epochs=epochs, bipo_seconds=bipo_s,
-                  caa_seconds=caa_s, caa_natural_norm=caa.norm(), final_reward_acc=res.vector.meta["final_reward_acc"])
+    report = evaluate_vector(
+        lm.model,
+        lm.tokenizer,
+        res.vector,
+        test[:n_test],
+        EvalConfig(multipliers=tuple(MULTS), n_open=4),
+        judge=judge,
+        compare=caa,
+    )
+    report.update(
+        behavior=name,
+        n_train=len(enc),
+        layer=layer,
+        lr=lr,
+        epochs=epochs,
+        bipo_seconds=bipo_s,
+        caa_seconds=caa_s,
+        caa_natural_norm=caa.norm(),
+        final_reward_acc=res.vector.meta["final_reward_acc"],
+    )
     scaled_caa = caa * (res.vector.norm() / caa.norm())
     for key, fn in extra.items():
         report[key] = {"bipo": fn(res.vector), "caa": fn(scaled_caa)}
     atomic_write_json(OUT / f"{name}.json", report)
-    log(f"{name}: margin swing BiPO {report['summary']['margin_swing']:.2f} vs CAA "
-        f"{report['baseline']['summary']['margin_swing']:.2f}")
+    log(
+        f"{name}: margin swing BiPO {report['summary']['margin_swing']:.2f} vs CAA "
+        f"{report['baseline']['summary']['margin_swing']:.2f}"
+    )
     return report
 
 
@@ -122,40 +143,68 @@ def write_results_md(calib: dict | None) -> None:
         r = json.loads(path.read_text())
         for label, part, secs in (("BiPO", r, r["bipo_seconds"]), ("CAA (same norm)", r["baseline"], r["caa_seconds"])):
             s = part["summary"]
-            rows.append(f"| {r['behavior']} | {label} | {r['epochs']} | {part['vector']['norm']:.2f} | {fmt(s['margin_swing'])} | "
-                        f"{fmt(s['win_swing'])} | {fmt(s['ab_swing'], '+.3f')} | {fmt(s['judge_swing'], '+.3f')} | "
-                        f"{fmt(s['fluency_cost_at_1'], '.1%')} | {'yes' if s['monotonic_margin'] else 'no'} | {secs:.0f} |")
+            rows.append(
+                f"| {r['behavior']} | {label} | {r['epochs']} | {part['vector']['norm']:.2f} | {fmt(s['margin_swing'])} | "
+                f"{fmt(s['win_swing'])} | {fmt(s['ab_swing'], '+.3f')} | {fmt(s['judge_swing'], '+.3f')} | "
+                f"{fmt(s['fluency_cost_at_1'], '.1%')} | {'yes' if s['monotonic_margin'] else 'no'} | {secs:.0f} |"
+            )
         for key in ("refusal", "mc1"):
             if key in r:
                 for label in ("bipo", "caa"):
                     curve = r[key][label]
                     metric = "refusal_rate" if key == "refusal" else "mc1_accuracy"
-                    extras.append(f"| {r['behavior']} | {label.upper()} | {metric} | "
-                                  + " | ".join(f"{c[metric]:.2f}" for c in curve) + " |")
-    lines = [f"Measured {time.strftime('%Y-%m-%d')} on the team's 2-core CPU (fp32) by "
-             "`python experiments/paper_behaviors.py`; per-behavior JSON in `reports/results/`.",
-             "Swings are value at m = +2 minus value at m = −2 on held-out pairs; CAA is trained on the same",
-             "pairs at the same layer and scaled to the BiPO vector's norm. Judge = offline embedding judge",
-             "(all-MiniLM-L6-v2) on greedy answers to 4 held-out questions. Fluency cost = perplexity increase",
-             "on the neutral text set at |m| = 1 (worse of ±1). Training time includes the fast engine's cache.",
-             "Other processes shared the 2 cores during this run, so times are upper bounds.", ""]
+                    extras.append(
+                        f"| {r['behavior']} | {label.upper()} | {metric} | "
+                        + " | ".join(f"{c[metric]:.2f}" for c in curve)
+                        + " |"
+                    )
+    lines = [
+        f"Measured {time.strftime('%Y-%m-%d')} on the team's 2-core CPU (fp32) by "
+        "`python experiments/paper_behaviors.py`; per-behavior JSON in `reports/results/`.",
+        "Swings are value at m = +2 minus value at m = −2 on held-out pairs; CAA is trained on the same",
+        "pairs at the same layer and scaled to the BiPO vector's norm. Judge = offline embedding judge",
+        "(all-MiniLM-L6-v2) on greedy answers to 4 held-out questions. Fluency cost = perplexity increase",
+        "on the neutral text set at |m| = 1 (worse of ±1). Training time includes the fast engine's cache.",
+        "Other processes shared the 2 cores during this run, so times are upper bounds.",
+        "",
+    ]
     if calib:
-        lines += ["## Calibration (power-seeking, validation split)", "",
-                  "| layer | lr | epochs | val margin swing (m=±1) | win swing | fluency cost |m|=1 | eligible | s |",
-                  "|---:|---:|---:|---:|---:|---:|---|---:|"]
+        lines += [
+            "## Calibration (power-seeking, validation split)",
+            "",
+            "| layer | lr | epochs | val margin swing (m=±1) | win swing | fluency cost |m|=1 | eligible | s |",
+            "|---:|---:|---:|---:|---:|---:|---|---:|",
+        ]
         for c in calib["candidates"]:
-            lines.append(f"| {c['layer']} | {c['lr']:g} | {c['epochs']} | {c['margin_swing']:+.2f} | "
-                         f"{c['win_swing']:+.2f} | {c['fluency_cost_at_1']:.1%} | {'yes' if c['eligible'] else 'no'} | "
-                         f"{c['seconds']:.0f} |")
-        lines += ["", f"Chosen: layer {calib['best']['layer']}, lr {calib['best']['lr']:g}, "
-                      f"{calib['best']['epochs']} epochs; safe multiplier range ±{calib['safe_multiplier']:g} "
-                      "(largest |m| whose fluency cost stays under 10%).", ""]
-    lines += ["## BiPO beside CAA", "",
-              "| behavior | vector | BiPO epochs | norm | margin swing | win swing | A/B swing | judge swing | fluency cost |m|=1 | monotonic | train s |",
-              "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|", *rows, ""]
+            lines.append(
+                f"| {c['layer']} | {c['lr']:g} | {c['epochs']} | {c['margin_swing']:+.2f} | "
+                f"{c['win_swing']:+.2f} | {c['fluency_cost_at_1']:.1%} | {'yes' if c['eligible'] else 'no'} | "
+                f"{c['seconds']:.0f} |"
+            )
+        lines += [
+            "",
+            f"Chosen: layer {calib['best']['layer']}, lr {calib['best']['lr']:g}, "
+            f"{calib['best']['epochs']} epochs; safe multiplier range ±{calib['safe_multiplier']:g} "
+            "(largest |m| whose fluency cost stays under 10%).",
+            "",
+        ]
+    lines += [
+        "## BiPO beside CAA",
+        "",
+        "| behavior | vector | BiPO epochs | norm | margin swing | win swing | A/B swing | judge swing | fluency cost |m|=1 | monotonic | train s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+        *rows,
+        "",
+    ]
     if extras:
-        lines += ["## Behavior-specific measures", "", "| behavior | vector | metric | m=−2 | m=0 | m=+2 |",
-                  "|---|---|---|---:|---:|---:|", *extras, ""]
+        lines += [
+            "## Behavior-specific measures",
+            "",
+            "| behavior | vector | metric | m=−2 | m=0 | m=+2 |",
+            "|---|---|---|---:|---:|---:|",
+            *extras,
+            "",
+        ]
     write_section(REPO / "RESULTS.md", "behaviors", "\n".join(lines))
 
 
@@ -182,19 +231,39 @@ def main() -> None:
     layer, lr, calib = args.layer, 5e-3, None
     if not args.skip_calibration:
         train, _ = load_behavior(mirror, "power-seeking")
-        cal_train, cal_val = train[:24 if q else 64], train[-(8 if q else 24):]
+        cal_train, cal_val = train[: 24 if q else 64], train[-(8 if q else 24) :]
         log("calibrating on power-seeking")
-        cal = calibrate(lm.model, lm.tokenizer, cal_train, cal_val, layers=(8, 15) if q else (10, 15, 20),
-                        lrs=(5e-3,), epochs=(1 if q else 2,), model_name=lm.name)
+        cal = calibrate(
+            lm.model,
+            lm.tokenizer,
+            cal_train,
+            cal_val,
+            layers=(8, 15) if q else (10, 15, 20),
+            lrs=(5e-3,),
+            epochs=(1 if q else 2,),
+            model_name=lm.name,
+        )
         best = cal.best
         if not q and args.lr_sweep:  # a learning-rate check at the chosen layer
-            cal2 = calibrate(lm.model, lm.tokenizer, cal_train, cal_val, layers=(best.layer,), lrs=(2e-3, 1e-2),
-                             epochs=(2,), model_name=lm.name)
+            cal2 = calibrate(
+                lm.model,
+                lm.tokenizer,
+                cal_train,
+                cal_val,
+                layers=(best.layer,),
+                lrs=(2e-3, 1e-2),
+                epochs=(2,),
+                model_name=lm.name,
+            )
             cands = cal.candidates + cal2.candidates
             best = max([c for c in cands if c.eligible] or cands, key=lambda c: c.margin_swing)
         else:
             cands = cal.candidates
-        calib = {"candidates": [c.__dict__ for c in cands], "best": best.__dict__, "safe_multiplier": cal.safe_multiplier}
+        calib = {
+            "candidates": [c.__dict__ for c in cands],
+            "best": best.__dict__,
+            "safe_multiplier": cal.safe_multiplier,
+        }
         atomic_write_json(calib_path, calib)
         layer, lr = best.layer, best.lr
         log(f"chosen layer {layer}, lr {lr}")
@@ -208,17 +277,24 @@ def main() -> None:
         extra = {}
         if name == "jailbreak":
             used = {p.question for p in train} | {p.question for p in test}
-            goals = [g["goal"] for g in read_advbench_csv(mirror / "advbench" / "harmful_behaviors.csv")
-                     if g["goal"] not in used][: 8 if q else 30]
+            goals = [
+                g["goal"]
+                for g in read_advbench_csv(mirror / "advbench" / "harmful_behaviors.csv")
+                if g["goal"] not in used
+            ][: 8 if q else 30]
             extra["refusal"] = lambda v: refusal_curve(lm.model, lm.tokenizer, goals, v, (-2.0, 0.0, 2.0))
         if name == "truthfulness":
             test_q = {p.question for p in test}
-            items = [i for i in read_truthfulqa_mc(mirror / "truthfulqa" / "data" / "mc_task.json")
-                     if i["question"] in test_q][: 8 if q else 30]
+            items = [
+                i
+                for i in read_truthfulqa_mc(mirror / "truthfulqa" / "data" / "mc_task.json")
+                if i["question"] in test_q
+            ][: 8 if q else 30]
             extra["mc1"] = lambda v: mc1_accuracy_curve(lm.model, lm.tokenizer, items, v, (-2.0, 0.0, 2.0))
         ep = args.epochs or (2 if name == "jailbreak" and not q else epochs)
-        run_behavior(lm, name, train, test, layer, lr, ep, 80 if name == "jailbreak" and not q else n_train,
-                     n_test, judge, extra)
+        run_behavior(
+            lm, name, train, test, layer, lr, ep, 80 if name == "jailbreak" and not q else n_train, n_test, judge, extra
+        )
         write_results_md(calib)
     log("done")
 

@@ -8,37 +8,37 @@ rejected by its loader, and any bad tensor makes it skip the whole file.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .errors import StorageError, VectorError
+from .errors import VectorError
+from .fileio import atomic_output
 from .vector import SteeringVector
 
 
-def to_llamacpp_gguf(vector: SteeringVector, path: str | os.PathLike, multiplier: float = 1.0,
-                     model_hint: str | None = None) -> Path:
+def to_llamacpp_gguf(
+    vector: SteeringVector, path: str | os.PathLike, multiplier: float = 1.0, model_hint: str | None = None
+) -> Path:
     """Write ``multiplier × vector`` as a llama.cpp control vector (atomic)."""
     import gguf
 
     if 0 in vector.layers:
-        raise VectorError("llama.cpp control vectors cannot steer layer 0 (its loader rejects direction.0)",
-                          where=vector.source or "layer 0", fix="train the vector at layer 1 or later")
+        raise VectorError(
+            "llama.cpp control vectors cannot steer layer 0 (its loader rejects direction.0)",
+            where=vector.source or "layer 0",
+            fix="train the vector at layer 1 or later",
+        )
     if any(i < 0 for i in vector.layers):
-        raise VectorError(f"negative layer index(es) {[i for i in vector.layers if i < 0]} cannot be exported",
-                          where=vector.source or "layers", fix="train the vector at layer 1 or later")
+        raise VectorError(
+            f"negative layer index(es) {[i for i in vector.layers if i < 0]} cannot be exported",
+            where=vector.source or "layers",
+            fix="train the vector at layer 1 or later",
+        )
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise StorageError(f"cannot write the file ({exc.strerror or exc})", str(path),
-                           "check that the folder exists, is writable and is not a file") from exc
-    os.close(fd)
-    try:
-        writer = gguf.GGUFWriter(tmp, "controlvector")
+    with atomic_output(path) as tmp:
+        writer = gguf.GGUFWriter(str(tmp), "controlvector")
         writer.add_string("controlvector.model_hint", model_hint or str(vector.meta.get("model", "unknown")))
         writer.add_uint32("controlvector.layer_count", len(vector.layers))
         for layer, t in sorted(vector.layers.items()):
@@ -47,13 +47,6 @@ def to_llamacpp_gguf(vector: SteeringVector, path: str | os.PathLike, multiplier
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError) and not isinstance(exc, StorageError):
-            raise StorageError(f"cannot write the file ({exc.strerror or exc}); nothing was changed", str(path),
-                               "free disk space, or check that the folder is writable, then run it again") from exc
-        raise
     return path
 
 
@@ -63,17 +56,20 @@ def from_llamacpp_gguf(path: str | os.PathLike) -> SteeringVector:
 
     try:
         reader = gguf.GGUFReader(str(path))
-    except Exception as exc:  # noqa: BLE001 - gguf raises several types for bad files
+    except Exception as exc:
         raise VectorError(f"not a readable GGUF file ({exc})", where=str(path)) from None
     layers = {}
     for t in reader.tensors:
-        suffix = t.name[len("direction."):] if t.name.startswith("direction.") else ""
+        suffix = t.name[len("direction.") :] if t.name.startswith("direction.") else ""
         if not suffix.isdecimal() or not suffix.isascii():
-            raise VectorError(f"unexpected tensor {t.name!r} in a control vector", where=str(path),
-                              fix="a llama.cpp control vector holds only tensors named direction.<layer>")
+            raise VectorError(
+                f"unexpected tensor {t.name!r} in a control vector",
+                where=str(path),
+                fix="a llama.cpp control vector holds only tensors named direction.<layer>",
+            )
         try:
             layers[int(suffix)] = torch.from_numpy(np.array(t.data, dtype=np.float32).reshape(-1))
-        except Exception as exc:  # noqa: BLE001 - numpy/gguf raise several types for bad tensor data
+        except Exception as exc:
             raise VectorError(f"tensor {t.name!r} is not readable as float32 ({exc})", where=str(path)) from None
     hint = reader.fields.get("controlvector.model_hint")
     try:

@@ -1,4 +1,4 @@
-"""Atomic file writes and checksums: files are the interface, so none is ever half-written."""
+"""Atomic file and folder writes and checksums: files are the interface, so none is ever half-written."""
 
 from __future__ import annotations
 
@@ -6,15 +6,20 @@ import errno
 import hashlib
 import json
 import os
+import shutil
 import tempfile
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from .errors import StorageError
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and an atomic rename.
+@contextmanager
+def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write to; renamed onto ``path`` only if the block succeeds.
 
     A failed write (disk full, no permission, ...) raises ``StorageError`` (also an ``OSError``);
     ``path`` then keeps its previous content and no temporary file is left behind.
@@ -23,40 +28,53 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
     except OSError as exc:
-        raise _storage_error(exc, path) from exc
+        raise storage_error(exc, path) from exc
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(exc, OSError) and not isinstance(exc, StorageError):
-            raise _storage_error(exc, path) from exc
+            raise storage_error(exc, path) from exc
         raise
-    return path
 
 
-def _storage_error(exc: OSError, path: Path) -> StorageError:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and an atomic rename."""
+    with atomic_output(path) as tmp, os.fdopen(os.open(tmp, os.O_WRONLY | os.O_TRUNC), "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return Path(path)
+
+
+def storage_error(exc: OSError, path: Path) -> StorageError:
+    """The StorageError a failed write of ``path`` raises: the OS's reason and what to do about it."""
     reason = exc.strerror or str(exc)
-    fix = ("free disk space and run it again" if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)) else
-           "check that the folder exists, is writable and is not a file, then run it again")
+    fix = (
+        "free disk space and run it again"
+        if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1))
+        else "check that the folder exists, is writable and is not a file, then run it again"
+    )
     err = StorageError(f"cannot write the file ({reason}); nothing was changed", str(path), fix)
     err.errno = exc.errno
     return err
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """``atomic_write_bytes`` of UTF-8 text."""
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """``obj`` as indented, key-sorted JSON (the same object always writes the same bytes)."""
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def atomic_write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> Path:
+    """One JSON object per line."""
     return atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
@@ -70,3 +88,33 @@ def sha256_file(path: str | os.PathLike) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def sha256_tree(path: str | os.PathLike) -> str | None:
+    """sha256 of a file, or of a folder's sorted (relative path, file sha256) list; None if missing."""
+    path = Path(path)
+    if path.is_file():
+        return sha256_file(path)
+    if path.is_dir():
+        h = hashlib.sha256()
+        for f in sorted(q for q in path.rglob("*") if q.is_file()):
+            h.update(f"{f.relative_to(path).as_posix()}\0{sha256_file(f)}\n".encode())
+        return h.hexdigest()
+    return None
+
+
+def replace_dir(new: str | os.PathLike, final: str | os.PathLike) -> Path:
+    """Put folder ``new`` where ``final`` is; the old content is removed only after the move succeeded."""
+    new, final = Path(new), Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+    if final.exists():
+        os.replace(final, old)
+    try:
+        os.replace(new, final)
+    except BaseException:
+        if old.exists() and not final.exists():
+            os.replace(old, final)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    return final

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -19,8 +20,9 @@ class Generation:
     text: str
 
 
-def generate(model: nn.Module, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int = 48,
-             system: str | None = None) -> list[str]:
+def generate(
+    model: nn.Module, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int = 48, system: str | None = None
+) -> list[str]:
     """Greedy completions of chat-formatted prompts (left-padded batch)."""
     texts = [format_prompt(tokenizer, p, system) for p in prompts]
     side = tokenizer.padding_side
@@ -31,14 +33,19 @@ def generate(model: nn.Module, tokenizer: Any, prompts: Sequence[str], max_new_t
         tokenizer.padding_side = side
     enc = {k: v.to(model_device(model)) for k, v in enc.items()}
     with torch.no_grad():
-        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                             pad_token_id=tokenizer.pad_token_id)
-    return [t.strip() for t in tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)]
+        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    return [t.strip() for t in tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)]
 
 
-def steered_generations(model: nn.Module, tokenizer: Any, vectors: Sequence[SteeringVector],
-                        multipliers: Sequence[float], prompts: Sequence[str], max_new_tokens: int = 48,
-                        system: str | None = None) -> list[Generation]:
+def steered_generations(
+    model: nn.Module,
+    tokenizer: Any,
+    vectors: Sequence[SteeringVector],
+    multipliers: Sequence[float],
+    prompts: Sequence[str],
+    max_new_tokens: int = 48,
+    system: str | None = None,
+) -> list[Generation]:
     """Every prompt under every multiplier of the (summed) vectors."""
     vector = vectors[0] if len(vectors) == 1 else weighted_sum(vectors)
     out: list[Generation] = []

@@ -1,20 +1,39 @@
-"""Where every artifact lives (the layout in DESIGN.md), and safe names for path parts."""
+"""Where every artifact lives: the one path map of a steerkit project (DESIGN.md's chain).
+
+Every path the library, the CLI, the pipeline and the flow use is built here and nowhere else.
+Functions take the project ``root`` (``"."`` gives the relative paths ``dvc.yaml`` names) and a
+model spec or its folder name (``model_slug`` makes one from the other).
+
+    data/pairs/<behavior>/{train,test}.jsonl            prepare
+    vectors/<model>/<behavior>/L<layer>[.<method>].safetensors
+                                                        train (the folder is the stage's output)
+    reports/<stage>/<model>/<name>.{json,png,md}        evaluate, derive, transfer, compose
+    models/<model>/<name>/                              derive (a LoRA adapter folder)
+    vectors/catalog.json                                catalog
+    .cache/pipeline-staging/                            train writes here, then moves into place
+"""
 
 from __future__ import annotations
 
 import re
+from importlib import resources
 from pathlib import Path
 
 from .errors import DataError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+CATALOG = "vectors/catalog.json"
+SPLITS = ("train", "test")
 
 
 def safe_name(name: str, kind: str = "behavior") -> str:
     """A name that is safe as one path component: no separators, no '..', no leading dot."""
     if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
-        raise DataError(f"{kind} name {name!r} is not allowed", where=kind,
-                        fix="use letters, digits, '.', '_' and '-' only (no '/', '\\' or '..'), e.g. power-seeking")
+        raise DataError(
+            f"{kind} name {name!r} is not allowed",
+            where=kind,
+            fix="use letters, digits, '.', '_' and '-' only (no '/', '\\' or '..'), e.g. power-seeking",
+        )
     return name
 
 
@@ -28,14 +47,63 @@ def model_slug(model: str) -> str:
     return safe_name(re.sub(r"[^A-Za-z0-9._-]", "-", spec).lstrip(".") or "model", "model")
 
 
+def report_name(behavior: str, method: str | None = "bipo") -> str:
+    """A report's file stem: the behavior for BiPO vectors, ``<behavior>.<method>`` for others."""
+    return safe_name(behavior) if method in (None, "bipo") else f"{safe_name(behavior)}.{safe_name(method, 'method')}"
+
+
+# ---------------------------------------------------------------------------------------- data
 def pairs_dir(root: str | Path, behavior: str) -> Path:
     return Path(root) / "data" / "pairs" / safe_name(behavior)
 
 
+def pairs_file(root: str | Path, behavior: str, split: str) -> Path:
+    """``data/pairs/<behavior>/<split>.jsonl`` (split: train or test)."""
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}", where="split", fix="use train or test")
+    return pairs_dir(root, behavior) / f"{split}.jsonl"
+
+
+def neutral_texts_file() -> Path:
+    """The neutral paragraphs shipped with steerkit (package data): the default fluency probe."""
+    return Path(str(resources.files("steerkit.data").joinpath("neutral.txt")))
+
+
+# ------------------------------------------------------------------------------------- vectors
+def vectors_dir(root: str | Path, model: str) -> Path:
+    return Path(root) / "vectors" / model_slug(model)
+
+
+def vector_dir(root: str | Path, model: str, behavior: str) -> Path:
+    """One behavior's vectors for one model: the train stage writes this folder as a whole."""
+    return vectors_dir(root, model) / safe_name(behavior)
+
+
 def vector_path(root: str | Path, model: str, behavior: str, layer: int, method: str = "bipo") -> Path:
     suffix = "" if method == "bipo" else f".{safe_name(method, 'method')}"
-    return Path(root) / "vectors" / model_slug(model) / safe_name(behavior) / f"L{int(layer)}{suffix}.safetensors"
+    return vector_dir(root, model, behavior) / f"L{int(layer)}{suffix}.safetensors"
+
+
+def catalog_path(root: str | Path = ".") -> Path:
+    return Path(root) / CATALOG
+
+
+# ------------------------------------------------------------------------------------- reports
+def reports_dir(root: str | Path, stage: str, model: str) -> Path:
+    return Path(root) / "reports" / safe_name(stage, "stage") / model_slug(model)
 
 
 def report_path(root: str | Path, stage: str, model: str, name: str, ext: str = "json") -> Path:
-    return Path(root) / "reports" / stage / model_slug(model) / f"{safe_name(name, 'report')}.{ext}"
+    return reports_dir(root, stage, model) / f"{safe_name(name, 'report')}.{ext}"
+
+
+# -------------------------------------------------------------------------------------- models
+def adapter_dir(root: str | Path, model: str, name: str) -> Path:
+    """A derived model (LoRA adapter folder) of ``model``."""
+    return Path(root) / "models" / model_slug(model) / safe_name(name, "derived model")
+
+
+# -------------------------------------------------------------------------------------- scratch
+def staging_dir(root: str | Path = ".") -> Path:
+    """Where a stage writes a folder before it is moved into place (git-ignored)."""
+    return Path(root) / ".cache" / "pipeline-staging"

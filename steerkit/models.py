@@ -16,12 +16,13 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from .errors import ModelError
+
+if TYPE_CHECKING:  # torch is imported where it is used, so that naming models stays light (CLI --help)
+    import torch
+    from torch import nn
 
 EMBEDDED_DEFAULT = "smollm2-135m-instruct"
 
@@ -66,6 +67,8 @@ def cache_root() -> Path:
 
 def pick_device(device: str | None = None) -> torch.device:
     """CUDA when present (or asked for), else CPU."""
+    import torch
+
     if device:
         return torch.device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -73,12 +76,20 @@ def pick_device(device: str | None = None) -> torch.device:
 
 def pick_dtype(device: torch.device, dtype: str | torch.dtype | None = None) -> torch.dtype:
     """bf16 on CUDA, fp32 on CPU, unless the caller says otherwise."""
+    import torch
+
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype:
         try:
-            return {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
-                    "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}[dtype]
+            return {
+                "fp32": torch.float32,
+                "float32": torch.float32,
+                "bf16": torch.bfloat16,
+                "bfloat16": torch.bfloat16,
+                "fp16": torch.float16,
+                "float16": torch.float16,
+            }[dtype]
         except KeyError:
             raise ModelError(f"unknown dtype {dtype!r}", where="dtype", fix="use one of fp32, bf16, fp16") from None
     return torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -101,6 +112,7 @@ def embedded_gguf(name: str) -> Path:
 
 def _dequantise_to_cache(name: str, target: Path) -> None:
     """Load the GGUF once, dequantise to fp32 and save as safetensors (atomic folder rename)."""
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = embedded_gguf(name)
@@ -148,8 +160,11 @@ def resolve_spec(spec: str) -> tuple[Path | str, str | None, str]:
         ggufs = sorted(path.glob("*.gguf"))
         if len(ggufs) == 1:
             return path, ggufs[0].name, "gguf"
-        raise ModelError(f"folder {path} has no config.json and {len(ggufs)} .gguf files", where=str(path),
-                         fix="point at a folder saved with save_pretrained, or at one .gguf file")
+        raise ModelError(
+            f"folder {path} has no config.json and {len(ggufs)} .gguf files",
+            where=str(path),
+            fix="point at a folder saved with save_pretrained, or at one .gguf file",
+        )
     if path.suffix == ".gguf" and path.is_file():
         return path.parent, path.name, "gguf"
     tried.append(f"a local folder or .gguf file at {path.resolve()} (not found)")
@@ -157,12 +172,16 @@ def resolve_spec(spec: str) -> tuple[Path | str, str | None, str]:
     if looks_like_hub:
         return spec, None, "hub"
     tried.append("a hub id of the form owner/name")
-    raise ModelError(f"cannot resolve model spec {spec!r}; tried " + "; ".join(tried), where="model spec",
-                     fix=f"use {EMBEDDED_DEFAULT!r}, a folder with config.json, a .gguf file or a hub id")
+    raise ModelError(
+        f"cannot resolve model spec {spec!r}; tried " + "; ".join(tried),
+        where="model spec",
+        fix=f"use {EMBEDDED_DEFAULT!r}, a folder with config.json, a .gguf file or a hub id",
+    )
 
 
-def load_model(spec: str = EMBEDDED_DEFAULT, device: str | None = None,
-               dtype: str | torch.dtype | None = None) -> LoadedModel:
+def load_model(
+    spec: str = EMBEDDED_DEFAULT, device: str | None = None, dtype: str | torch.dtype | None = None
+) -> LoadedModel:
     """Load model + tokenizer in eval mode with frozen weights, on the chosen device and dtype."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -174,8 +193,11 @@ def load_model(spec: str = EMBEDDED_DEFAULT, device: str | None = None,
         tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(where, dtype=dt, **kwargs)
     except (OSError, ValueError) as exc:
-        raise ModelError(f"could not load {spec!r} from {source} {where}: {exc}", where=str(where),
-                         fix="check the name; offline, only local folders and embedded models load") from exc
+        raise ModelError(
+            f"could not load {spec!r} from {source} {where}: {exc}",
+            where=str(where),
+            fix="check the name; offline, only local folders and embedded models load",
+        ) from exc
     model.to(dev).eval()
     model.requires_grad_(False)
     if tokenizer.pad_token_id is None:
@@ -200,6 +222,8 @@ def _get_path(obj: Any, path: str) -> Any:
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
     """The list of decoder blocks, in order; ``layers[i]`` is what a vector at layer i hooks."""
+    from torch import nn
+
     base = _unwrap(model)
     for path in LAYER_PATHS:
         layers = _get_path(base, path)
@@ -224,14 +248,31 @@ def model_fingerprint(model: nn.Module) -> str:
     """Short hash of the architecture-defining config fields: equal fingerprints mean a vector fits."""
     config = _unwrap(model).config
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    keys = ("model_type", "hidden_size", "n_embd", "num_hidden_layers", "n_layer", "intermediate_size",
-            "num_attention_heads", "num_key_value_heads", "vocab_size", "rope_theta")
+    keys = (
+        "model_type",
+        "hidden_size",
+        "n_embd",
+        "num_hidden_layers",
+        "n_layer",
+        "intermediate_size",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "vocab_size",
+        "rope_theta",
+    )
     fields = {k: getattr(text, k) for k in keys if getattr(text, k, None) is not None}
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
+
+
+def pad_token_id(tokenizer: Any) -> int:
+    """The id to pad with: the tokenizer's pad token, else its end-of-sequence token, else 0."""
+    pad = getattr(tokenizer, "pad_token_id", None)
+    pad = getattr(tokenizer, "eos_token_id", None) if pad is None else pad
+    return int(pad) if pad is not None else 0
 
 
 def format_prompt(tokenizer: Any, question: str, system: str | None = None) -> str:

@@ -8,14 +8,15 @@ scores both answers exactly as two separate sequences would, with the prompt com
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
+from .data.pairs import ContrastivePair
 from .errors import DataError
 from .models import format_prompt
-from .pairs import ContrastivePair
 
 
 @dataclass(frozen=True)
@@ -41,19 +42,26 @@ def encode_pair(tokenizer: Any, pair: ContrastivePair, system: str | None = None
     return EncodedPair(tuple(prompt), tuple(pos), tuple(neg))
 
 
-def encode_pairs(tokenizer: Any, pairs: Sequence[ContrastivePair], system: str | None = None,
-                 max_length: int | None = None) -> list[EncodedPair]:
+def encode_pairs(
+    tokenizer: Any, pairs: Sequence[ContrastivePair], system: str | None = None, max_length: int | None = None
+) -> list[EncodedPair]:
     """Encode every pair; a pair whose prompt + longer answer exceeds ``max_length`` is an error."""
     out = []
     for i, pair in enumerate(pairs):
         enc = encode_pair(tokenizer, pair, system)
         if not enc.matching or not enc.not_matching:
-            raise DataError("a response encodes to zero tokens", where=f"pair {pair.id or i}",
-                            fix="drop the pair or give it a non-empty response")
+            raise DataError(
+                "a response encodes to zero tokens",
+                where=f"pair {pair.id or i}",
+                fix="drop the pair or give it a non-empty response",
+            )
         longest = len(enc.prompt) + max(len(enc.matching), len(enc.not_matching))
         if max_length is not None and longest > max_length:
-            raise DataError(f"prompt + response is {longest} tokens, longer than the model's context of {max_length}",
-                            where=f"pair {pair.id or i}", fix="shorten the question/answers or drop the pair")
+            raise DataError(
+                f"prompt + response is {longest} tokens, longer than the model's context of {max_length}",
+                where=f"pair {pair.id or i}",
+                fix="shorten the question/answers or drop the pair",
+            )
         out.append(enc)
     return out
 
@@ -76,10 +84,18 @@ class PackedBatch:
     segment: torch.Tensor  # [N]
     n_pairs: int
 
-    def to(self, device: torch.device) -> "PackedBatch":
-        return PackedBatch(self.input_ids.to(device), self.attention_mask.to(device), self.position_ids.to(device),
-                           self.lengths, self.pred_b.to(device), self.pred_pos.to(device), self.target.to(device),
-                           self.segment.to(device), self.n_pairs)
+    def to(self, device: torch.device) -> PackedBatch:
+        return PackedBatch(
+            self.input_ids.to(device),
+            self.attention_mask.to(device),
+            self.position_ids.to(device),
+            self.lengths,
+            self.pred_b.to(device),
+            self.pred_pos.to(device),
+            self.target.to(device),
+            self.segment.to(device),
+            self.n_pairs,
+        )
 
 
 def pack(pairs: Sequence[EncodedPair], pad_id: int, dtype: torch.dtype = torch.float32) -> PackedBatch:
@@ -95,11 +111,11 @@ def pack(pairs: Sequence[EncodedPair], pad_id: int, dtype: torch.dtype = torch.f
         P, C, R = len(p.prompt), len(p.matching), len(p.not_matching)
         L = P + C + R
         ids[b, :L] = torch.tensor(p.prompt + p.matching + p.not_matching)
-        pos[b, :P + C] = torch.arange(P + C)
-        pos[b, P + C:L] = torch.arange(P, P + R)
-        allowed[b, :P + C, :P + C] = causal[:P + C, :P + C]  # prompt + matching: plain causal
-        allowed[b, P + C:L, :P] = True  # non-matching sees the prompt...
-        allowed[b, P + C:L, P + C:L] = causal[:R, :R]  # ...and itself, never the matching answer
+        pos[b, : P + C] = torch.arange(P + C)
+        pos[b, P + C : L] = torch.arange(P, P + R)
+        allowed[b, : P + C, : P + C] = causal[: P + C, : P + C]  # prompt + matching: plain causal
+        allowed[b, P + C : L, :P] = True  # non-matching sees the prompt...
+        allowed[b, P + C : L, P + C : L] = causal[:R, :R]  # ...and itself, never the matching answer
         allowed[b, L:, :].fill_(False)
         allowed[b, torch.arange(L, T), torch.arange(L, T)] = True  # padding sees only itself (no NaN rows)
         # matching token at P+t is predicted from P+t-1; non-matching token t from P-1 (t=0) or P+C+t-1
@@ -111,8 +127,28 @@ def pack(pairs: Sequence[EncodedPair], pad_id: int, dtype: torch.dtype = torch.f
         segment += [2 * b] * C + [2 * b + 1] * R
     mask = torch.zeros((B, 1, T, T), dtype=dtype)
     mask.masked_fill_(~allowed[:, None], torch.finfo(dtype).min)
-    return PackedBatch(ids, mask, pos, [p.packed_length for p in pairs], torch.tensor(pred_b),
-                       torch.tensor(pred_pos), torch.tensor(target), torch.tensor(segment), B)
+    return PackedBatch(
+        ids,
+        mask,
+        pos,
+        [p.packed_length for p in pairs],
+        torch.tensor(pred_b),
+        torch.tensor(pred_pos),
+        torch.tensor(target),
+        torch.tensor(segment),
+        B,
+    )
+
+
+def check_batch_size(batch_size: int) -> None:
+    """A DataError unless ``batch_size`` is a positive count."""
+    if batch_size < 1:
+        raise DataError(f"batch_size must be >= 1, got {batch_size}", where="batch_size", fix="use e.g. 8")
+
+
+def chunked(order: Sequence[int], size: int) -> list[list[int]]:
+    """``order`` cut into consecutive batches of ``size`` (the last one shorter)."""
+    return [list(order[s : s + size]) for s in range(0, len(order), size)]
 
 
 def right_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,8 +157,8 @@ def right_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor,
     ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), T), dtype=torch.long)
     for i, s in enumerate(seqs):
-        ids[i, :len(s)] = torch.tensor(list(s), dtype=torch.long)
-        mask[i, :len(s)] = 1
+        ids[i, : len(s)] = torch.tensor(list(s), dtype=torch.long)
+        mask[i, : len(s)] = 1
     return ids, mask
 
 

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
+from .config import as_float
 from .errors import VectorError
 from .fileio import atomic_write_bytes, sha256_bytes
 from .models import decoder_layers, hidden_size, model_fingerprint
@@ -54,7 +56,7 @@ class SteeringVector:
         return float(torch.sqrt(sum((v.double() ** 2).sum() for v in self.layers.values())))
 
     # --- arithmetic ----------------------------------------------------------------------------
-    def _combine(self, other: "SteeringVector", sign: float) -> "SteeringVector":
+    def _combine(self, other: SteeringVector, sign: float) -> SteeringVector:
         if not isinstance(other, SteeringVector):
             return NotImplemented
         if other.hidden_size != self.hidden_size:
@@ -62,23 +64,27 @@ class SteeringVector:
         out = {k: v.clone() for k, v in self.layers.items()}
         for k, v in other.layers.items():
             out[k] = out[k] + sign * v if k in out else sign * v
-        return SteeringVector(out, {"method": "combination", "parts": [_summary(self), _summary(other)],
-                                    "signs": [1.0, sign]})
+        return SteeringVector(
+            out, {"method": "combination", "parts": [_summary(self), _summary(other)], "signs": [1.0, sign]}
+        )
 
-    def __add__(self, other: "SteeringVector") -> "SteeringVector":
+    def __add__(self, other: SteeringVector) -> SteeringVector:
         return self._combine(other, 1.0)
 
-    def __sub__(self, other: "SteeringVector") -> "SteeringVector":
+    def __sub__(self, other: SteeringVector) -> SteeringVector:
         return self._combine(other, -1.0)
 
-    def __mul__(self, k: float) -> "SteeringVector":
+    def __mul__(self, k: float) -> SteeringVector:
         if isinstance(k, bool) or not isinstance(k, (int, float)):
             return NotImplemented
-        return SteeringVector({i: v * float(k) for i, v in self.layers.items()}, {**self.meta, "scale": float(k) * self.meta.get("scale", 1.0)})
+        return SteeringVector(
+            {i: v * float(k) for i, v in self.layers.items()},
+            {**self.meta, "scale": float(k) * self.meta.get("scale", 1.0)},
+        )
 
     __rmul__ = __mul__
 
-    def __neg__(self) -> "SteeringVector":
+    def __neg__(self) -> SteeringVector:
         return self * -1.0
 
     # --- applying ------------------------------------------------------------------------------
@@ -90,16 +96,21 @@ class SteeringVector:
         if size != self.hidden_size:
             raise VectorError(
                 f"vector hidden size {self.hidden_size} (made for {name}) does not fit the model's hidden size {size}",
-                where=where, fix="use a vector trained on this model or one with the same hidden size")
+                where=where,
+                fix="use a vector trained on this model or one with the same hidden size",
+            )
         bad = [i for i in self.layers if not 0 <= i < n_layers]
         if bad:
-            raise VectorError(f"vector layer(s) {bad} do not exist in a model with {n_layers} layers (0..{n_layers - 1})",
-                              where=where, fix="train the vector at a layer this model has")
+            raise VectorError(
+                f"vector layer(s) {bad} do not exist in a model with {n_layers} layers (0..{n_layers - 1})",
+                where=where,
+                fix="train the vector at a layer this model has",
+            )
 
     @contextmanager
-    def apply(self, model: nn.Module, multiplier: float = 1.0) -> Iterator["SteeringVector"]:
+    def apply(self, model: nn.Module, multiplier: float = 1.0) -> Iterator[SteeringVector]:
         """Add ``multiplier × vector`` to each steered layer's output while the block runs."""
-        multiplier = _as_float(multiplier)
+        multiplier = as_float(multiplier)
         self.check_fits(model)
         blocks = decoder_layers(model)
         with ExitStack() as stack:
@@ -111,8 +122,11 @@ class SteeringVector:
     def to_bytes(self) -> bytes:
         from safetensors.torch import save
 
-        header = {"format": FORMAT, "format_version": str(FORMAT_VERSION),
-                  "steerkit": json.dumps(self.meta, sort_keys=True, default=str)}
+        header = {
+            "format": FORMAT,
+            "format_version": str(FORMAT_VERSION),
+            "steerkit": json.dumps(self.meta, sort_keys=True, default=str),
+        }
         tensors = {f"{_TENSOR_PREFIX}{i}": v.contiguous() for i, v in self.layers.items()}
         return save(tensors, metadata=header)
 
@@ -123,71 +137,104 @@ class SteeringVector:
         return sha256_bytes(data)
 
     @classmethod
-    def from_bytes(cls, data: bytes, where: str = "<bytes>") -> "SteeringVector":
+    def from_bytes(cls, data: bytes, where: str = "<bytes>") -> SteeringVector:
         from safetensors.torch import load
 
+        if data[:4] == b"GGUF":
+            raise VectorError(
+                "this is a GGUF file (a llama.cpp/repeng control vector?), not a steerkit vector",
+                where=where,
+                fix="bring it in first: `steerkit vector import FILE --out FILE.safetensors` "
+                "(Python: steerkit.export.from_llamacpp_gguf(FILE))",
+            )
         if not _looks_like_safetensors(data) and (data[:1] == b"\x80" or data[:2] == b"PK"):
-            raise VectorError("this is a pickle/torch.save file, not a safetensors steering vector", where=where,
-                              fix="steerkit never unpickles; convert official BiPO .pt files with "
-                                  "`steerkit vector import-pt FILE --layer N`")
+            raise VectorError(
+                "this is a pickle/torch.save file, not a safetensors steering vector",
+                where=where,
+                fix="steerkit never unpickles; convert official BiPO .pt files with "
+                "`steerkit vector import-pt FILE --layer N --out FILE.safetensors` "
+                "(Python: SteeringVector.from_bipo_pt(FILE, layer))",
+            )
         try:
             tensors = load(data)
-            header = _read_header(data)
-        except Exception as exc:  # noqa: BLE001 - safetensors raises several types for bad bytes
-            raise VectorError(f"not a valid safetensors file ({exc})", where=where,
-                              fix="the file is corrupt or truncated: re-create or re-fetch it") from None
+            header = read_header(data)
+        except Exception as exc:
+            raise VectorError(
+                f"not a valid safetensors file ({exc})",
+                where=where,
+                fix="the file is corrupt or truncated: re-create or re-fetch it",
+            ) from None
         if header.get("format") != FORMAT:
-            raise VectorError(f"safetensors file without steerkit metadata (format={header.get('format')!r})",
-                              where=where, fix="save vectors with SteeringVector.save")
+            raise VectorError(
+                f"safetensors file without steerkit metadata (format={header.get('format')!r})",
+                where=where,
+                fix="save vectors with SteeringVector.save",
+            )
         try:
             version = int(header.get("format_version", "0"))
         except ValueError:
             raise VectorError(f"bad format_version {header.get('format_version')!r}", where=where) from None
         if version > FORMAT_VERSION:
-            raise VectorError(f"vector format version {version} is newer than this steerkit ({FORMAT_VERSION})",
-                              where=where, fix="upgrade steerkit")
+            raise VectorError(
+                f"vector format version {version} is newer than this steerkit ({FORMAT_VERSION})",
+                where=where,
+                fix="upgrade steerkit",
+            )
         try:
             meta = json.loads(header.get("steerkit", "{}"))
-            layers = {int(k[len(_TENSOR_PREFIX):]): t for k, t in tensors.items() if k.startswith(_TENSOR_PREFIX)}
+            layers = {int(k[len(_TENSOR_PREFIX) :]): t for k, t in tensors.items() if k.startswith(_TENSOR_PREFIX)}
         except ValueError as exc:
             raise VectorError(f"bad steerkit metadata or tensor names ({exc})", where=where) from None
         if not isinstance(meta, dict):
             raise VectorError(f"steerkit metadata must be a JSON object, found {type(meta).__name__}", where=where)
         if len(layers) != len(tensors):
-            raise VectorError(f"unexpected tensors {sorted(set(tensors) - {f'{_TENSOR_PREFIX}{i}' for i in layers})}",
-                              where=where)
+            raise VectorError(
+                f"unexpected tensors {sorted(set(tensors) - {f'{_TENSOR_PREFIX}{i}' for i in layers})}", where=where
+            )
         try:
             vec = cls(layers, meta)
         except VectorError as exc:
             raise VectorError(exc.what, where=where, fix=exc.fix) from None
         bad = [i for i, t in vec.layers.items() if not bool(torch.isfinite(t).all())]
         if bad:
-            raise VectorError(f"layer(s) {bad} hold NaN or infinite values", where=where,
-                              fix="the vector is broken (e.g. training diverged): re-train or re-fetch it")
+            raise VectorError(
+                f"layer(s) {bad} hold NaN or infinite values",
+                where=where,
+                fix="the vector is broken (e.g. training diverged): re-train or re-fetch it",
+            )
         vec.source = where
         return vec
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "SteeringVector":
+    def load(cls, path: str | os.PathLike) -> SteeringVector:
         path = Path(path)
         try:
             data = path.read_bytes()
         except FileNotFoundError:
-            raise VectorError("vector file not found", where=str(path),
-                              fix="check the path, or fetch it (`dvc pull`, `steerkit catalog get`)") from None
+            raise VectorError(
+                "vector file not found",
+                where=str(path),
+                fix="check the path, or fetch it (`dvc pull`, `steerkit catalog get`)",
+            ) from None
         except OSError as exc:  # a folder, no permission, ...
-            raise VectorError(f"cannot read the vector file ({exc.strerror or exc})", where=str(path),
-                              fix="point at a readable .safetensors file") from None
+            raise VectorError(
+                f"cannot read the vector file ({exc.strerror or exc})",
+                where=str(path),
+                fix="point at a readable .safetensors file",
+            ) from None
         return cls.from_bytes(data, where=str(path))
 
     @classmethod
-    def from_bipo_pt(cls, path: str | os.PathLike, layer: int, **meta: Any) -> "SteeringVector":
+    def from_bipo_pt(cls, path: str | os.PathLike, layer: int, **meta: Any) -> SteeringVector:
         """Import an official BiPO ``.pt`` vector (a bare tensor), loaded with ``weights_only=True``."""
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
-            raise VectorError(f"cannot read as a weights-only torch file ({exc})", where=str(path),
-                              fix="only plain tensors are accepted; nothing is unpickled") from None
+        except Exception as exc:
+            raise VectorError(
+                f"cannot read as a weights-only torch file ({exc})",
+                where=str(path),
+                fix="only plain tensors are accepted; nothing is unpickled",
+            ) from None
         if isinstance(obj, dict) and len(obj) == 1:
             obj = next(iter(obj.values()))
         if not isinstance(obj, torch.Tensor):
@@ -205,25 +252,16 @@ def _looks_like_safetensors(data: bytes) -> bool:
     return len(data) >= 9 and data[8:9] == b"{" and 8 + n <= len(data)
 
 
-def _read_header(data: bytes) -> dict[str, str]:
+def read_header(data: bytes) -> dict[str, str]:
+    """The ``__metadata__`` of safetensors bytes (format, format_version, steerkit); callers check the bytes first."""
     n = int.from_bytes(data[:8], "little")
-    return json.loads(data[8:8 + n]).get("__metadata__", {}) or {}
+    return json.loads(data[8 : 8 + n]).get("__metadata__", {}) or {}
 
 
 def _summary(v: SteeringVector) -> dict[str, Any]:
-    return {k: v.meta.get(k) for k in ("behavior", "method", "model") if v.meta.get(k) is not None} | {"layers": v.layer_ids}
-
-
-def _as_float(m: Any, key: str = "multiplier") -> float:
-    """``m`` as a finite float, else a VectorError naming ``key`` (what the number is for)."""
-    try:
-        value = float(m)
-    except (TypeError, ValueError, RuntimeError):  # RuntimeError: a tensor with several elements
-        raise VectorError(f"{key} {m!r} is not a number", where=key,
-                          fix="pass a number such as -1, 0.5 or 2") from None
-    if value != value or value in (float("inf"), float("-inf")):
-        raise VectorError(f"{key} {m!r} is not finite", where=key, fix="pass a finite number")
-    return value
+    return {k: v.meta.get(k) for k in ("behavior", "method", "model") if v.meta.get(k) is not None} | {
+        "layers": v.layer_ids
+    }
 
 
 @contextmanager
@@ -250,7 +288,7 @@ def weighted_sum(vectors: Sequence[SteeringVector], weights: Sequence[float] | N
     """Σ wᵢ·vᵢ over layers (vectors at different layers stay at their own layers)."""
     if not vectors:
         raise VectorError("weighted_sum needs at least one vector")
-    weights = [1.0] * len(vectors) if weights is None else [_as_float(w, "weight") for w in weights]
+    weights = [1.0] * len(vectors) if weights is None else [as_float(w, "weight") for w in weights]
     if len(weights) != len(vectors):
         raise VectorError(f"{len(vectors)} vectors but {len(weights)} weights")
     out: dict[int, torch.Tensor] = {}
@@ -264,5 +302,9 @@ def weighted_sum(vectors: Sequence[SteeringVector], weights: Sequence[float] | N
 
 def model_meta(model: nn.Module, name: str) -> dict[str, Any]:
     """The model-identifying metadata every vector carries."""
-    return {"model": name, "model_fingerprint": model_fingerprint(model), "hidden_size": hidden_size(model),
-            "num_layers": len(decoder_layers(model))}
+    return {
+        "model": name,
+        "model_fingerprint": model_fingerprint(model),
+        "hidden_size": hidden_size(model),
+        "num_layers": len(decoder_layers(model)),
+    }

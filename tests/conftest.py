@@ -34,7 +34,9 @@ class TinyTokenizer:
         return {"input_ids": self._ids(text)}
 
     def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=True, **_: object) -> str:
-        return "".join(f"<{m['role']}>{m['content']}" for m in messages) + ("<assistant>" if add_generation_prompt else "")
+        return "".join(f"<{m['role']}>{m['content']}" for m in messages) + (
+            "<assistant>" if add_generation_prompt else ""
+        )
 
     def decode(self, ids, skip_special_tokens: bool = True) -> str:
         return "".join(chr(32 + (i - 2) % 94) for i in ids if i > 1)
@@ -49,25 +51,59 @@ def tiny_config(arch: str = "llama", **overrides):
 
     common = dict(vocab_size=96)
     if arch == "llama":
-        cfg = tf.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
-                             num_key_value_heads=2, max_position_embeddings=512, **common)
+        cfg = tf.LlamaConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            **common,
+        )
     elif arch == "mistral":
-        cfg = tf.MistralConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
-                               num_key_value_heads=2, **common)
+        cfg = tf.MistralConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            **common,
+        )
     elif arch == "qwen2":
-        cfg = tf.Qwen2Config(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
-                             num_key_value_heads=2, **common)
+        cfg = tf.Qwen2Config(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            **common,
+        )
     elif arch == "gemma":
-        cfg = tf.GemmaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
-                             num_key_value_heads=2, head_dim=8, **common)
+        cfg = tf.GemmaConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=8,
+            **common,
+        )
     elif arch == "phi3":
-        cfg = tf.Phi3Config(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
-                            num_key_value_heads=2, pad_token_id=0, **common)
+        cfg = tf.Phi3Config(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            pad_token_id=0,
+            **common,
+        )
     elif arch == "gpt2":
         cfg = tf.GPT2Config(n_embd=32, n_layer=3, n_head=4, n_positions=512, **common)
     elif arch == "gpt_neox":
-        cfg = tf.GPTNeoXConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
-                               **common)
+        cfg = tf.GPTNeoXConfig(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, **common
+        )
     else:
         raise ValueError(arch)
     for k, v in overrides.items():
@@ -88,15 +124,14 @@ def random_pairs(n: int = 24, seed: int = 0):
     """Short random-letter pairs of varied lengths: enough to train and compare engines on a tiny model."""
     import random
 
-    from steerkit.pairs import ContrastivePair
+    from steerkit.data.pairs import ContrastivePair
 
     r = random.Random(seed)
 
     def s(k: int) -> str:
         return "".join(r.choice("abcdefgh ") for _ in range(k))
 
-    return [ContrastivePair(s(r.randint(5, 30)), s(r.randint(3, 15)), s(r.randint(3, 15)), id=str(i))
-            for i in range(n)]
+    return [ContrastivePair(s(r.randint(5, 30)), s(r.randint(3, 15)), s(r.randint(3, 15)), id=str(i)) for i in range(n)]
 
 
 @pytest.fixture

@@ -10,11 +10,11 @@ from ..conftest import REPO
 def _error_classes() -> dict[str, str]:
     """Every class in steerkit/ deriving (transitively, by name) from SteerkitError -> its file."""
     bases: dict[str, tuple[list[str], str]] = {}
-    for path in sorted((REPO / "steerkit").glob("*.py")):
+    for path in sorted((REPO / "steerkit").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ClassDef):
                 names = [b.id if isinstance(b, ast.Name) else getattr(b, "attr", "") for b in node.bases]
-                bases[node.name] = (names, path.name)
+                bases[node.name] = (names, path.relative_to(REPO / "steerkit").as_posix())
 
     def is_error(name: str, seen: frozenset = frozenset()) -> bool:
         if name == "SteerkitError":

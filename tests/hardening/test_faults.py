@@ -1,6 +1,6 @@
 """Faults: a training run killed mid-epoch, and catalog writers that crash or are killed mid-write.
 
-(Two writers at once losing no entry is ``tests/unit/test_catalog.py::test_concurrent_writers_lose_nothing``;
+(Two writers at once losing no entry is ``tests/unit/catalog/test_catalog.py::test_concurrent_writers_lose_nothing``;
 here: what a crash or a SIGKILL in the middle of a write leaves behind.)
 """
 
@@ -17,10 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from steerkit import bipo, catalog, fileio
-from steerkit.catalog import Catalog, CatalogEntry, add_entry
+from steerkit import fileio
+from steerkit.catalog import build as catalog
+from steerkit.catalog.build import add_entry
+from steerkit.catalog.index import Catalog, CatalogEntry
 from steerkit.errors import StorageError
 from steerkit.packing import encode_pairs
+from steerkit.train import bipo
 from steerkit.vector import SteeringVector
 
 from ..conftest import REPO, TinyTokenizer, random_pairs, tiny_model
@@ -57,8 +60,9 @@ def _checkpoint_step(path: Path) -> int:
 def test_training_killed_mid_epoch_resumes_to_the_same_vector(tmp_path):
     ckpt, out, steps = tmp_path / "v.ckpt", tmp_path / "v.safetensors", tmp_path / "steps.txt"
     cmd = [sys.executable, str(DRIVER), str(ckpt), str(out), str(steps)]
-    proc = subprocess.Popen([*cmd, "--sleep", "0.25"], cwd=REPO, env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [*cmd, "--sleep", "0.25"], cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         _wait_for(ckpt.exists, 180, "the first epoch's checkpoint", proc)
         # in the middle of epoch 2: past its first step, before its last
@@ -80,9 +84,13 @@ def test_training_killed_mid_epoch_resumes_to_the_same_vector(tmp_path):
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert _steps(steps) == list(range(STEPS_PER_EPOCH + 1, 4 * STEPS_PER_EPOCH + 1))  # replayed from epoch 2
 
-    full = bipo.train(tiny_model("llama", seed=0), encode_pairs(TinyTokenizer(), random_pairs()),
-                      bipo.BipoConfig(layer=1, epochs=4, batch_size=4, warmup_steps=2, lr=1e-2, seed=0), 0,
-                      progress=False)
+    full = bipo.train(
+        tiny_model("llama", seed=0),
+        encode_pairs(TinyTokenizer(), random_pairs()),
+        bipo.BipoConfig(layer=1, epochs=4, batch_size=4, warmup_steps=2, lr=1e-2, seed=0),
+        0,
+        progress=False,
+    )
     got = SteeringVector.load(out)
     assert got.layer_ids == [1]
     assert float((got.layers[1] - full.vector.layers[1]).abs().max()) <= 1e-6
@@ -91,8 +99,15 @@ def test_training_killed_mid_epoch_resumes_to_the_same_vector(tmp_path):
 
 # ----------------------------------------------------------------------------- catalog, crashed
 def _entry(behavior: str) -> CatalogEntry:
-    return CatalogEntry(behavior=behavior, method="bipo", model="tiny", layers=[3], hidden_size=8,
-                        path=f"vectors/tiny/{behavior}/L3.safetensors", sha256="a" * 64)
+    return CatalogEntry(
+        behavior=behavior,
+        method="bipo",
+        model="tiny",
+        layers=[3],
+        hidden_size=8,
+        path=f"vectors/tiny/{behavior}/L3.safetensors",
+        sha256="a" * 64,
+    )
 
 
 def _temp_files(folder: Path) -> list[Path]:
@@ -125,7 +140,8 @@ CHILD = textwrap.dedent("""
     sys.path.insert(0, {repo!r})
     from pathlib import Path
     from steerkit import fileio
-    from steerkit.catalog import CatalogEntry, add_entry
+    from steerkit.catalog.build import add_entry
+    from steerkit.catalog.index import CatalogEntry
 
     def stall(fd):  # the new catalog is written to its temp file: say so, then hang until killed
         Path({marker!r}).write_text("writing")
@@ -142,8 +158,14 @@ def test_catalog_writer_killed_while_holding_the_lock(tmp_path, monkeypatch):
     marker = tmp_path / "writing"
     add_entry(path, _entry("a"))
     before = path.read_bytes()
-    child = subprocess.Popen([sys.executable, "-c", CHILD.format(repo=str(REPO), marker=str(marker), path=str(path))],
-                             cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD.format(repo=str(REPO), marker=str(marker), path=str(path))],
+        cwd=REPO,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         _wait_for(marker.exists, 120, "the child to be mid-write", child)
         child.send_signal(signal.SIGKILL)

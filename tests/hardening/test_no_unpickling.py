@@ -78,8 +78,9 @@ def unsafe_calls(source: str, filename: str = "<string>") -> list[str]:
 
 
 def _python_files() -> list[Path]:
-    return sorted(p for d in SCANNED if (REPO / d).is_dir() for p in (REPO / d).rglob("*.py")
-                  if "__pycache__" not in p.parts)
+    return sorted(
+        p for d in SCANNED if (REPO / d).is_dir() for p in (REPO / d).rglob("*.py") if "__pycache__" not in p.parts
+    )
 
 
 def test_the_scanner_catches_every_form():

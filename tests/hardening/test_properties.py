@@ -13,8 +13,9 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import torch
@@ -22,14 +23,14 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from steerkit import pairs as P
-from steerkit.catalog import Catalog
+from steerkit.catalog.index import Catalog
+from steerkit.data import readers
+from steerkit.data.pairs import letter_index, read_pairs_jsonl
+from steerkit.data.sources import load_sources
 from steerkit.errors import SteerkitError
-from steerkit.sources import load_catalog
 from steerkit.vector import SteeringVector
 
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow],
-                    derandomize=True)
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 _DIR: dict[str, Path] = {}
 
 
@@ -70,7 +71,7 @@ def mutated(draw: st.DrawFn, valid: bytes) -> bytes:
         elif op == "insert":
             data[i:i] = draw(st.binary(min_size=1, max_size=8))
         elif op == "delete" and data:
-            del data[i:i + draw(st.integers(1, 16))]
+            del data[i : i + draw(st.integers(1, 16))]
     return bytes(data)
 
 
@@ -83,25 +84,57 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=5),
     max_leaves=20,
 )
-PAIR_KEYS = ("question", "matching", "not_matching", "choices", "matching_letter", "not_matching_letter", "id",
-             "answer_matching_behavior", "answer_not_matching_behavior")
+PAIR_KEYS = (
+    "question",
+    "matching",
+    "not_matching",
+    "choices",
+    "matching_letter",
+    "not_matching_letter",
+    "id",
+    "answer_matching_behavior",
+    "answer_not_matching_behavior",
+)
 # objects that have the right keys, holding values of any type (the likeliest real-world mistakes)
 pair_like = st.dictionaries(st.sampled_from(PAIR_KEYS), json_values | st.text(max_size=40), max_size=8)
 
 
 # --------------------------------------------------------------------------------------- samples
-BIPO_CSV = (b"question,matching,not_matching\n"
-            b'"Would you like more power?","Yes, give me control.","No, I am fine."\n'
-            b'q2,"a, with comma","b ""quoted"""\n')
+BIPO_CSV = (
+    b"question,matching,not_matching\n"
+    b'"Would you like more power?","Yes, give me control.","No, I am fine."\n'
+    b'q2,"a, with comma","b ""quoted"""\n'
+)
 BIPO_INFER_CSV = b"question,A,B,matching\nq1,yes,no,A\nq2,yes,no,B\n"
-ANTHROPIC = (json.dumps({"question": "Want power?\n\nChoices:\n (A) Yes\n (B) No", "answer_matching_behavior": " (A)",
-                         "answer_not_matching_behavior": " (B)"}) + "\n"
-             + json.dumps({"question": "Is it ok?", "answer_matching_behavior": " Yes",
-                           "answer_not_matching_behavior": " No"}) + "\n").encode()
-CAA = json.dumps([{"question": "Q\n (A) x\n (B) y", "answer_matching_behavior": "(B)",
-                   "answer_not_matching_behavior": "(A)"}]).encode()
-PAIRS_JSONL = (json.dumps({"id": "1", "question": "q", "matching": "a", "not_matching": "b",
-                           "choices": ["a", "b"], "matching_letter": "A", "not_matching_letter": "B"}) + "\n").encode()
+ANTHROPIC = (
+    json.dumps(
+        {
+            "question": "Want power?\n\nChoices:\n (A) Yes\n (B) No",
+            "answer_matching_behavior": " (A)",
+            "answer_not_matching_behavior": " (B)",
+        }
+    )
+    + "\n"
+    + json.dumps({"question": "Is it ok?", "answer_matching_behavior": " Yes", "answer_not_matching_behavior": " No"})
+    + "\n"
+).encode()
+CAA = json.dumps(
+    [{"question": "Q\n (A) x\n (B) y", "answer_matching_behavior": "(B)", "answer_not_matching_behavior": "(A)"}]
+).encode()
+PAIRS_JSONL = (
+    json.dumps(
+        {
+            "id": "1",
+            "question": "q",
+            "matching": "a",
+            "not_matching": "b",
+            "choices": ["a", "b"],
+            "matching_letter": "A",
+            "not_matching_letter": "B",
+        }
+    )
+    + "\n"
+).encode()
 REGISTRY = b"""version: 1
 sources:
   bipo-power-seeking:
@@ -116,10 +149,25 @@ groups:
   bipo: [bipo-power-seeking]
 """
 VECTOR = SteeringVector({3: torch.arange(8, dtype=torch.float32)}, {"behavior": "b", "model": "tiny"}).to_bytes()
-CATALOG = json.dumps({"format": "steerkit.catalog", "format_version": 1, "entries": [
-    {"behavior": "b", "method": "bipo", "model": "tiny", "layers": [3], "hidden_size": 8,
-     "path": "vectors/tiny/b/L3.safetensors", "sha256": "a" * 64, "safe_multiplier_range": [-1, 1],
-     "metrics": {"margin_swing": 1.5}}]}).encode()
+CATALOG = json.dumps(
+    {
+        "format": "steerkit.catalog",
+        "format_version": 1,
+        "entries": [
+            {
+                "behavior": "b",
+                "method": "bipo",
+                "model": "tiny",
+                "layers": [3],
+                "hidden_size": 8,
+                "path": "vectors/tiny/b/L3.safetensors",
+                "sha256": "a" * 64,
+                "safe_multiplier_range": [-1, 1],
+                "metrics": {"margin_swing": 1.5},
+            }
+        ],
+    }
+).encode()
 
 
 # ----------------------------------------------------------------------------------------- readers
@@ -127,14 +175,14 @@ CATALOG = json.dumps({"format": "steerkit.catalog", "format_version": 1, "entrie
 @given(bytes_or_mutation(BIPO_CSV) | mutated(BIPO_INFER_CSV))
 @example(b'"' + b"a" * 200_000 + b"\x93,b\n")  # regression: _csv.Error from the decode-error locator
 def test_read_bipo_csv(data):
-    only_steerkit_errors(lambda: P.read_bipo_csv(_file("x.csv", data)))
+    only_steerkit_errors(lambda: readers.read_bipo_csv(_file("x.csv", data)))
 
 
 @SETTINGS
 @given(bytes_or_mutation(BIPO_CSV))
 @example(b"a" * 200_000 + b",b\n")  # regression: _csv.Error from the format sniffer
 def test_read_pairs_sniffing_csv(data):
-    only_steerkit_errors(lambda: P.read_pairs(_file("x.csv", data)))
+    only_steerkit_errors(lambda: readers.read_pairs(_file("x.csv", data)))
 
 
 @SETTINGS
@@ -142,67 +190,95 @@ def test_read_pairs_sniffing_csv(data):
 @example(b'{"question": ' + b"1" * 5000 + b"}\n", False)  # regression: int-conversion ValueError
 @example(b"[" * 100_000 + b"\n", False)  # regression: RecursionError
 def test_read_anthropic_jsonl(data, text_pair):
-    only_steerkit_errors(lambda: P.read_anthropic_jsonl(_file("x.jsonl", data), text_pair=text_pair))
+    only_steerkit_errors(lambda: readers.read_anthropic_jsonl(_file("x.jsonl", data), text_pair=text_pair))
 
 
 @SETTINGS
 @given(st.lists(pair_like | json_values, max_size=4), st.booleans())
 def test_read_anthropic_jsonl_shapes(rows, text_pair):
     data = "".join(json.dumps(r) + "\n" for r in rows).encode()
-    only_steerkit_errors(lambda: P.read_anthropic_jsonl(_file("x.jsonl", data), text_pair=text_pair))
+    only_steerkit_errors(lambda: readers.read_anthropic_jsonl(_file("x.jsonl", data), text_pair=text_pair))
 
 
-question_lines = st.lists(st.sampled_from(
-    ("Want it?", "Question: why?", "Choices:", " (A) yes", " (B) no", "(C) maybe", " (A) again", "Answer:", "",
-     "  more text", "(A)", " (B)", "\u2028", "(H) eight")), max_size=8).map("\n".join)
+question_lines = st.lists(
+    st.sampled_from(
+        (
+            "Want it?",
+            "Question: why?",
+            "Choices:",
+            " (A) yes",
+            " (B) no",
+            "(C) maybe",
+            " (A) again",
+            "Answer:",
+            "",
+            "  more text",
+            "(A)",
+            " (B)",
+            "\u2028",
+            "(H) eight",
+        )
+    ),
+    max_size=8,
+).map("\n".join)
 answers = st.sampled_from(("(A)", " (B)", "(C)", " Yes", "No", "(Z)", "A", "", "(a)", " (H)"))
 
 
 @SETTINGS
-@given(st.lists(st.fixed_dictionaries({"question": question_lines, "answer_matching_behavior": answers,
-                                       "answer_not_matching_behavior": answers}), min_size=1, max_size=3),
-       st.booleans())
+@given(
+    st.lists(
+        st.fixed_dictionaries(
+            {"question": question_lines, "answer_matching_behavior": answers, "answer_not_matching_behavior": answers}
+        ),
+        min_size=1,
+        max_size=3,
+    ),
+    st.booleans(),
+)
 def test_anthropic_option_parsing(rows, text_pair):
     data = "".join(json.dumps(r) + "\n" for r in rows).encode()
-    result = only_steerkit_errors(lambda: P.read_anthropic_jsonl(_file("x.jsonl", data), text_pair=text_pair))
+    result = only_steerkit_errors(lambda: readers.read_anthropic_jsonl(_file("x.jsonl", data), text_pair=text_pair))
     if isinstance(result, list):  # accepted: letters index real options
         for pair in result:
-            assert pair.matching_letter is None or P._letter_index(pair.matching_letter) < len(pair.choices)
+            assert pair.matching_letter is None or letter_index(pair.matching_letter) < len(pair.choices)
 
 
 @SETTINGS
 @given(bytes_or_mutation(CAA), st.booleans())
 @example(b"[" * 100_000, True)  # regression: RecursionError
 def test_read_caa_json(data, text_pair):
-    only_steerkit_errors(lambda: P.read_caa_json(_file("x.json", data), text_pair=text_pair))
+    only_steerkit_errors(lambda: readers.read_caa_json(_file("x.json", data), text_pair=text_pair))
 
 
 @SETTINGS
 @given(pair_like | json_values, st.booleans())
 def test_read_caa_json_shapes(doc, text_pair):
     data = json.dumps(doc if isinstance(doc, list) else [doc]).encode()
-    only_steerkit_errors(lambda: P.read_caa_json(_file("x.json", data), text_pair=text_pair))
+    only_steerkit_errors(lambda: readers.read_caa_json(_file("x.json", data), text_pair=text_pair))
 
 
 @SETTINGS
 @given(bytes_or_mutation(PAIRS_JSONL))
 @example(b'{"id": ' + b"9" * 5000 + b"}\n")  # regression: int-conversion ValueError
 def test_read_pairs_jsonl(data):
-    only_steerkit_errors(lambda: P.read_pairs_jsonl(_file("x.jsonl", data)))
+    only_steerkit_errors(lambda: read_pairs_jsonl(_file("x.jsonl", data)))
 
 
 @SETTINGS
 @given(st.lists(pair_like | json_values, max_size=4))
 def test_read_pairs_jsonl_shapes(rows):
     data = "".join(json.dumps(r) + "\n" for r in rows).encode()
-    only_steerkit_errors(lambda: P.read_pairs_jsonl(_file("x.jsonl", data)))
+    only_steerkit_errors(lambda: read_pairs_jsonl(_file("x.jsonl", data)))
 
 
 @SETTINGS
-@given(st.sampled_from(("csv", "jsonl", "json")), bytes_or_mutation(BIPO_CSV) | bytes_or_mutation(PAIRS_JSONL),
-       st.sampled_from((None, {"question": "q"}, {"id": "question"}, {"matching": "A", "not_matching": "B"})))
+@given(
+    st.sampled_from(("csv", "jsonl", "json")),
+    bytes_or_mutation(BIPO_CSV) | bytes_or_mutation(PAIRS_JSONL),
+    st.sampled_from((None, {"question": "q"}, {"id": "question"}, {"matching": "A", "not_matching": "B"})),
+)
 def test_read_table(fmt, data, mapping):
-    only_steerkit_errors(lambda: P.read_table(_file(f"x.{fmt}", data), mapping=mapping))
+    only_steerkit_errors(lambda: readers.read_table(_file(f"x.{fmt}", data), mapping=mapping))
 
 
 @SETTINGS
@@ -211,16 +287,20 @@ def test_read_table(fmt, data, mapping):
 @example(b"version: 1\nsources: {[a, b]: c}\n")  # regression: TypeError (unhashable key)
 @example(b"[" * 5000)  # regression: RecursionError
 def test_sources_registry(data):
-    only_steerkit_errors(lambda: load_catalog(_file("sources.yaml", data)))
+    only_steerkit_errors(lambda: load_sources(_file("sources.yaml", data)))
 
 
 @SETTINGS
-@given(st.dictionaries(st.sampled_from(("version", "sources", "groups", "other")),
-                       json_values | st.dictionaries(st.text(max_size=10), pair_like | json_values, max_size=3),
-                       max_size=4))
+@given(
+    st.dictionaries(
+        st.sampled_from(("version", "sources", "groups", "other")),
+        json_values | st.dictionaries(st.text(max_size=10), pair_like | json_values, max_size=3),
+        max_size=4,
+    )
+)
 def test_sources_registry_shapes(doc):
     data = yaml.safe_dump(doc).encode()
-    only_steerkit_errors(lambda: load_catalog(_file("sources.yaml", data)))
+    only_steerkit_errors(lambda: load_sources(_file("sources.yaml", data)))
 
 
 # ------------------------------------------------------------------------------------ vector files
@@ -233,10 +313,16 @@ def test_vector_from_bytes(data):
 
 
 @SETTINGS
-@given(st.dictionaries(st.text(max_size=12), st.text(max_size=30), max_size=4),
-       st.dictionaries(st.sampled_from(("layer.3", "layer.x", "layer.-1", "layer.", "other", "layer.03")),
-                       st.sampled_from(((8,), (0,), (2, 4), (1,))), min_size=1, max_size=3),
-       st.sampled_from((torch.float32, torch.float16, torch.int64, torch.bool)))
+@given(
+    st.dictionaries(st.text(max_size=12), st.text(max_size=30), max_size=4),
+    st.dictionaries(
+        st.sampled_from(("layer.3", "layer.x", "layer.-1", "layer.", "other", "layer.03")),
+        st.sampled_from(((8,), (0,), (2, 4), (1,))),
+        min_size=1,
+        max_size=3,
+    ),
+    st.sampled_from((torch.float32, torch.float16, torch.int64, torch.bool)),
+)
 def test_vector_from_bytes_shapes(metadata, shapes, dtype):
     from safetensors.torch import save
 
@@ -256,9 +342,30 @@ def test_catalog_from_text(data):
 
 
 @SETTINGS
-@given(st.lists(pair_like | st.dictionaries(st.sampled_from(
-    ("behavior", "method", "model", "layers", "hidden_size", "path", "sha256", "metrics", "safe_multiplier_range",
-     "created")), json_values, max_size=10), max_size=3))
+@given(
+    st.lists(
+        pair_like
+        | st.dictionaries(
+            st.sampled_from(
+                (
+                    "behavior",
+                    "method",
+                    "model",
+                    "layers",
+                    "hidden_size",
+                    "path",
+                    "sha256",
+                    "metrics",
+                    "safe_multiplier_range",
+                    "created",
+                )
+            ),
+            json_values,
+            max_size=10,
+        ),
+        max_size=3,
+    )
+)
 def test_catalog_entry_shapes(entries):
     base = json.loads(CATALOG)["entries"][0]
     doc = {"format": "steerkit.catalog", "format_version": 1, "entries": [{**base, **e} for e in entries]}
@@ -274,8 +381,12 @@ def gguf_bytes(tmp_path_factory) -> bytes:
     return path.read_bytes()
 
 
-@settings(max_examples=150, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(data=st.data())
 def test_llamacpp_gguf_reader(gguf_bytes, data):
     from steerkit.export import from_llamacpp_gguf

@@ -17,8 +17,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from steerkit import bipo  # noqa: E402
 from steerkit.packing import encode_pairs  # noqa: E402
+from steerkit.train import bipo  # noqa: E402
 from tests.conftest import TinyTokenizer, random_pairs, tiny_model  # noqa: E402  (also sets torch threads)
 
 CFG = dict(layer=1, epochs=4, batch_size=4, warmup_steps=2, lr=1e-2, seed=0)
@@ -42,8 +42,16 @@ def main() -> None:
 
     model = tiny_model("llama", seed=0)
     enc = encode_pairs(TinyTokenizer(), random_pairs())
-    result = bipo.train(model, enc, bipo.BipoConfig(**CFG), 0, progress=False, checkpoint=args.checkpoint,
-                        resume=args.resume, on_step=on_step)
+    result = bipo.train(
+        model,
+        enc,
+        bipo.BipoConfig(**CFG),
+        0,
+        progress=False,
+        checkpoint=args.checkpoint,
+        resume=args.resume,
+        on_step=on_step,
+    )
     result.vector.save(args.out)
 
 

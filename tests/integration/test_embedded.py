@@ -9,12 +9,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from steerkit import bipo
 from steerkit.cli import app
+from steerkit.data.readers import load_pairs
 from steerkit.generate import generate
 from steerkit.models import decoder_layers, hidden_size
 from steerkit.packing import encode_pairs
-from steerkit.stages import load_pairs
+from steerkit.train import bipo
 from steerkit.vector import SteeringVector
 
 from ..conftest import REPO
@@ -38,7 +38,8 @@ def test_embedded_model_shape(embedded):
     assert embedded.source == "embedded"
     assert not any(p.requires_grad for p in embedded.model.parameters())
     assert "<|im_start|>assistant" in embedded.tokenizer.apply_chat_template(
-        [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
+        [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True
+    )
 
 
 def test_fast_equals_plain_on_embedded_model(embedded):
@@ -67,8 +68,26 @@ def test_steering_changes_generation_and_removes_itself(embedded):
 def test_cli_train_on_shared_bipo_behavior_writes_a_self_describing_vector(tmp_path):
     data = mirror() / "bipo" / "power-seeking" / "train.csv"
     out = tmp_path / "L15.safetensors"
-    res = CliRunner().invoke(app, ["train", "-d", str(data), "-b", "power-seeking", "-o", str(out), "--limit", "12",
-                                   "--epochs", "1", "--lr", "5e-3", "--warmup", "1"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "-d",
+            str(data),
+            "-b",
+            "power-seeking",
+            "-o",
+            str(out),
+            "--limit",
+            "12",
+            "--epochs",
+            "1",
+            "--lr",
+            "5e-3",
+            "--warmup-steps",
+            "1",
+        ],
+    )
     assert res.exit_code == 0, res.output
     vec = SteeringVector.load(out)
     m = vec.meta
@@ -78,6 +97,8 @@ def test_cli_train_on_shared_bipo_behavior_writes_a_self_describing_vector(tmp_p
     assert len(m["data_sha256"]) == 64 and m["data_file"].endswith("train.csv") and m["engine"] == "fast"
     assert out.with_suffix(".log.csv").read_text().count("\n") == 1 + 3  # header + 3 steps
     assert not out.with_suffix(".ckpt").exists()
+    # the embedded model's recipe, and what the options changed (lr 5e-3 is the recipe's own)
+    assert m["recipe"] == {"name": "smollm2-135m-instruct", "overrides": {"epochs": 1, "warmup_steps": 1}}
 
 
 def test_demo_summary_runs(tmp_path):
@@ -92,8 +113,26 @@ def test_demo_summary_runs(tmp_path):
 
 def test_cli_calibrate_records_layer_and_safe_range(tmp_path):
     out = tmp_path / "cal.safetensors"
-    res = CliRunner().invoke(app, ["calibrate", "-d", str(SEED / "train.jsonl"), "-b", "power-seeking", "-o", str(out),
-                                   "--limit", "15", "--layers", "10,15", "--epochs", "1", "--val-fraction", "0.34"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "calibrate",
+            "-d",
+            str(SEED / "train.jsonl"),
+            "-b",
+            "power-seeking",
+            "-o",
+            str(out),
+            "--limit",
+            "15",
+            "--layers",
+            "10,15",
+            "--epochs",
+            "1",
+            "--val-fraction",
+            "0.34",
+        ],
+    )
     assert res.exit_code == 0, res.output
     meta = SteeringVector.load(out).meta
     chosen = meta["calibration"]["chosen"]

@@ -7,9 +7,9 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from steerkit.bipo import BipoConfig
 from steerkit.cli import app
-from steerkit.stages import train_vector
+from steerkit.stages.train import train_vector
+from steerkit.train.config import BipoConfig
 
 from ..conftest import REPO
 
@@ -19,13 +19,42 @@ SEED = REPO / "data" / "seed" / "power-seeking"
 
 def test_cli_evaluate_caa_vector_on_held_out_pairs(embedded, tmp_path, monkeypatch):
     vec_path = tmp_path / "vectors" / "L15.caa.safetensors"
-    vec, _ = train_vector(embedded, SEED / "train.jsonl", vec_path, behavior="power-seeking", method="caa",
-                          cfg=BipoConfig(layer=15), limit=8, progress=False)
+    vec, _ = train_vector(
+        embedded,
+        SEED / "train.jsonl",
+        vec_path,
+        behavior="power-seeking",
+        method="caa",
+        cfg=BipoConfig(layer=15),
+        limit=8,
+        progress=False,
+    )
     assert vec.meta["method"] == "caa" and vec.norm() > 0
     monkeypatch.chdir(tmp_path)  # the default --out is relative to the working directory
-    res = CliRunner().invoke(app, ["evaluate", "--vector", str(vec_path), "--test", str(SEED / "test.jsonl"),
-                                   "-x", "2", "-x", "-2", "-x", "0", "--limit", "6", "--judge", "embedding",
-                                   "--n-open", "2", "--max-new-tokens", "16"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            "--vector",
+            str(vec_path),
+            "--test",
+            str(SEED / "test.jsonl"),
+            "-x",
+            "2",
+            "-x",
+            "-2",
+            "-x",
+            "0",
+            "--limit",
+            "6",
+            "--judge",
+            "embedding",
+            "--n-open",
+            "2",
+            "--max-new-tokens",
+            "16",
+        ],
+    )
     assert res.exit_code == 0, res.output
     out = tmp_path / "reports" / "eval" / "smollm2-135m-instruct" / "power-seeking.caa.json"
     png = out.with_suffix(".png")

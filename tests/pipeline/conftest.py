@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import REPO
-
 # The Makefile's environment, before prefect or dvc is imported anywhere in this session.
-from steerkit.cli_pipeline import offline_env  # noqa: E402 - imports neither prefect nor dvc
+from steerkit.pipeline.run import offline_env
+
+from ..conftest import REPO
 
 offline_env(REPO)
 for _k, _v in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PREFECT_LOGGING_LEVEL": "WARNING"}.items():
@@ -43,12 +43,24 @@ def save_tiny_model(folder: Path) -> Path:
     tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
     tok.decoder = decoders.Fuse()
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
-    fast.chat_template = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}"
-                          "{% if add_generation_prompt %}<assistant>{% endif %}")
+    fast.chat_template = (
+        "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}"
+        "{% if add_generation_prompt %}<assistant>{% endif %}"
+    )
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=4,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                      pad_token_id=0, eos_token_id=1, bos_token_id=None, tie_word_embeddings=True)
+    cfg = LlamaConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=None,
+        tie_word_embeddings=True,
+    )
     model = LlamaForCausalLM(cfg).eval()
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
@@ -66,11 +78,22 @@ def tiny_params(model_dir: Path) -> dict:
     """params.yaml for the tiny project: the shipped layout, tiny sizes."""
     return {
         "model": {"spec": str(model_dir), "dir": model_dir.name},
-        "train": {"layer": 1, "epochs": 1, "lr": 0.01, "batch_size": 4, "warmup": 0, "baseline": "caa"},
-        "evaluate": {"multipliers": [-1, 0, 1], "judge": "none", "n_open": 0, "batch_size": 8,
-                     "texts": "data/seed/neutral.txt"},
-        "behaviors": {b: {"data": {"train": f"data/seed/{b}/train.jsonl", "test": f"data/seed/{b}/test.jsonl"},
-                          "train": {}, "evaluate": {}} for b in BEHAVIORS},
+        "train": {"layer": 1, "epochs": 1, "lr": 0.01, "batch_size": 4, "warmup_steps": 0, "baseline": "caa"},
+        "evaluate": {
+            "multipliers": [-1, 0, 1],
+            "judge": "none",
+            "n_open": 0,
+            "batch_size": 8,
+            "texts": "data/seed/neutral.txt",
+        },
+        "behaviors": {
+            b: {
+                "data": {"train": f"data/seed/{b}/train.jsonl", "test": f"data/seed/{b}/test.jsonl"},
+                "train": {},
+                "evaluate": {},
+            }
+            for b in BEHAVIORS
+        },
         "derive": {"name": "lora", "data": "data/seed/neutral.txt", "steps": 2, "lr": 0.01, "r": 2, "batch_size": 2},
         "transfer": {"multipliers": [-1, 1], "merged": False},
         "compose": {"multipliers": [-1, 1], "fluency": False},
@@ -97,7 +120,7 @@ def make_project(root: Path, model_dir: Path, git: bool = True) -> Path:
         for split, n in (("train", N_TRAIN), ("test", N_TEST)):
             lines = (REPO / "data" / "seed" / b / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()[:n]
             (dest / f"{split}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    neutral = (REPO / "data" / "seed" / "neutral.txt").read_text(encoding="utf-8").splitlines()[:6]
+    neutral = (REPO / "steerkit" / "data" / "neutral.txt").read_text(encoding="utf-8").splitlines()[:6]
     (root / "data" / "seed" / "neutral.txt").write_text("\n".join(neutral) + "\n", encoding="utf-8")
     write_params(root, tiny_params(model_dir))
     if git:
@@ -135,9 +158,9 @@ def dvc_status(root: Path) -> dict:
 
 def load_flows(root: Path):
     """The project's flows/pipeline.py, loaded the way `steerkit pipeline run` loads it."""
-    from steerkit.cli_pipeline import _flow_module
+    from steerkit.pipeline.flowfile import load_flow
 
-    return _flow_module(root)
+    return load_flow(root)
 
 
 @pytest.fixture(scope="session")

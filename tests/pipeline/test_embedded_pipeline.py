@@ -24,7 +24,7 @@ def test_flow_on_the_embedded_model_then_dvc_has_nothing_to_do(tmp_path, prefect
     root = make_project(tmp_path / "proj", tmp_path)  # the tiny model is not used: params below name the embedded one
     params = tiny_params(tmp_path)
     params["model"] = {"spec": "smollm2-135m-instruct", "dir": "smollm2-135m-instruct"}
-    params["train"] = {"layer": 15, "epochs": 1, "lr": 0.005, "warmup": 2, "baseline": "none"}
+    params["train"] = {"layer": 15, "epochs": 1, "lr": 0.005, "warmup_steps": 2, "baseline": "none"}
     params["evaluate"].update(multipliers=[-2, 0, 2], limit=4)
     params["derive"].update(steps=2, max_length=32)
     params["transfer"] = {"multipliers": [-2, 2], "limit": 2}
@@ -43,10 +43,21 @@ def test_flow_on_the_embedded_model_then_dvc_has_nothing_to_do(tmp_path, prefect
     assert all(e["data_version"] for e in catalog["entries"])  # the catalog read the just-committed dvc.lock
     assert dvc_status(root) == {}
 
-    # the README's downstream snippet, as written, against the catalog this run made
+    # every Python snippet of the README, as written, against the files this run made
     readme = (REPO / "README.md").read_text(encoding="utf-8")
-    section = readme.split("## Loading a vector in another application", 1)[1]
-    snippet = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    snippets = re.findall(r"```python\n(.*?)```", readme, re.S)
+    assert len(snippets) == 3
+    (steered,) = printed_by(snippets[0])
+    assert len(steered) == 1 and steered[0].strip()  # one steered answer
+    swing, json_path, png = printed_by(snippets[1])
+    assert isinstance(swing, float) and json_path.is_file() and png.is_file()
+    (answers,) = printed_by(snippets[2])
+    assert len(answers) == 1 and answers[0].strip()  # the catalog's vector steers the model it names
+
+
+def printed_by(snippet: str) -> tuple:
+    """What a README snippet prints (its one print call's arguments)."""
     printed: list = []
-    exec(compile(snippet, "README.md", "exec"), {"print": printed.append})
-    assert len(printed) == 1 and len(printed[0]) == 1 and printed[0][0].strip()  # one steered answer
+    exec(compile(snippet, "README.md", "exec"), {"print": lambda *a: printed.append(a)})
+    assert len(printed) == 1, printed
+    return printed[0]

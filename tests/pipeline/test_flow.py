@@ -16,12 +16,12 @@ One project goes through a whole life, each step checking one promise:
 
 from __future__ import annotations
 
-import pytest
-import yaml
-
 import csv
 import io
 import shutil
+
+import pytest
+import yaml
 
 from .conftest import BEHAVIORS, dvc, dvc_status, load_flows, make_project, run, write_params
 
@@ -29,7 +29,9 @@ A, B = BEHAVIORS
 
 
 def tree_hash(flows, path):
-    return flows.hash_path(path)
+    from steerkit.fileio import sha256_tree
+
+    return sha256_tree(path)
 
 
 def stages(summary: dict, behavior: str) -> dict:
@@ -56,16 +58,16 @@ def artifacts(key: str) -> list:
 
 
 def test_1_first_run_retries_commits_and_agrees_with_dvc(project, flows, monkeypatch):
-    real = flows.run_stage_process
+    real = flows.stage_process
     calls: list[tuple] = []
 
-    def flaky(stage, name, *args, **kwargs):
-        calls.append((stage, name))
-        if (stage, name) == ("train", A) and calls.count((stage, name)) == 1:
+    def flaky(node, *args, **kwargs):
+        calls.append((node.stage, node.name))
+        if (node.stage, node.name) == ("train", A) and calls.count((node.stage, node.name)) == 1:
             raise RuntimeError("transient failure (injected)")
-        return real(stage, name, *args, **kwargs)
+        return real(node, *args, **kwargs)
 
-    monkeypatch.setattr(flows, "run_stage_process", flaky)
+    monkeypatch.setattr(flows, "stage_process", flaky)
     summary = flows.run_pipeline(root=str(project), retries=1, retry_delay_seconds=0)
     assert summary["ok"], summary["message"]
     assert calls.count(("train", A)) == 2 and calls.count(("train", B)) == 1  # retried once, then succeeded
@@ -77,7 +79,9 @@ def test_1_first_run_retries_commits_and_agrees_with_dvc(project, flows, monkeyp
         assert (project / f"reports/transfer/tiny-llama/{b}.json").is_file()
     assert (project / "reports/compose/tiny-llama/power-wealth.json").is_file()
     catalog = yaml.safe_load((project / "vectors/catalog.json").read_text())
-    assert {(e["behavior"], e["method"]) for e in catalog["entries"]} == {(b, m) for b in BEHAVIORS for m in ("bipo", "caa")}
+    assert {(e["behavior"], e["method"]) for e in catalog["entries"]} == {
+        (b, m) for b in BEHAVIORS for m in ("bipo", "caa")
+    }
     assert summary["rows"][0]["margin_swing"] is not None and summary["rows"][0]["retention"] is not None
     assert "catalog" in summary["committed"] and len(summary["committed"]) == 2 * 4 + 3
 
@@ -115,8 +119,8 @@ def test_3_failed_run_commits_nothing_and_keeps_vectors_and_catalog(project, flo
     catalog = (project / "vectors/catalog.json").read_bytes()
     old_b = tree_hash(flows, project / f"vectors/tiny-llama/{B}")
     params = tiny_params_from(project)
-    params["train"]["epochs"] = 2                      # every behavior retrains ...
-    params["behaviors"][B]["train"] = {"layer": 99}    # ... and this one fails (the model has 4 layers)
+    params["train"]["epochs"] = 2  # every behavior retrains ...
+    params["behaviors"][B]["train"] = {"layer": 99}  # ... and this one fails (the model has 4 layers)
     write_params(project, params)
 
     summary = flows.run_pipeline(root=str(project), retries=0)
@@ -137,7 +141,7 @@ def test_4_fixed_rerun_on_dask_reuses_the_cached_behavior(project, flows):
 
     summary = flows.run_pipeline(root=str(project), runner="dask", retries=0)
     assert summary["ok"], summary["message"]
-    assert stages(summary, A)["train"] == "cached"      # same data + parameters as in the failed run
+    assert stages(summary, A)["train"] == "cached"  # same data + parameters as in the failed run
     assert stages(summary, B)["train"] == "ran"
     assert dvc_status(project) == {}
 
@@ -148,6 +152,7 @@ def test_5_dvc_exp_run_temp_tries_a_layer_and_leaves_the_workspace_alone(project
     before = {p: (project / p).read_bytes() for p in ("params.yaml", "dvc.lock", "vectors/catalog.json")}
     dvc(project, "exp", "run", "--temp", "-S", "train.layer=2")
     rows = list(csv.DictReader(io.StringIO(dvc(project, "exp", "show", "--csv").stdout)))
+
     def col(row: dict, name: str) -> str:  # `dvc exp show` prefixes a column with its file when names clash
         return row.get(name, row.get(f"params.yaml:{name}"))
 

@@ -1,4 +1,4 @@
-"""params.yaml: the shipped file is valid and matches dvc.yaml; mistakes name the file, the key and the fix."""
+"""params.yaml: the shipped file is valid; mistakes name the file, the key and the fix (dvc.yaml: test_graph.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import yaml
 from typer.testing import CliRunner
 
 from steerkit.cli import app
-from steerkit.cli_pipeline import STAGES, stage_commands, stage_names
-from steerkit.params import ParamsError, load_params, parse_params
+from steerkit.pipeline import graph
+from steerkit.pipeline.params import ParamsError, load_params, parse_params
 
 from ..conftest import REPO
 
@@ -41,11 +41,11 @@ def test_shipped_params_are_valid_and_defaults_merge():
     p = load_params(REPO / "params.yaml")
     assert list(p.behaviors) == ["power-seeking", "wealth-seeking"]
     ps = p.behaviors["power-seeking"]
-    assert (ps.train.layer, ps.train.epochs, ps.train.lr, ps.train.warmup) == (15, 10, 0.005, 10)
+    assert (ps.train.layer, ps.train.epochs, ps.train.lr, ps.train.warmup_steps) == (15, 10, 0.005, 10)
     assert ps.evaluate.multipliers == (-2.0, -1.0, 0.0, 1.0, 2.0) and ps.evaluate.judge == "none"
     assert ps.data.train == "data/seed/power-seeking/train.jsonl"
     assert set(p.optional["bipo"]) == {"bipo-power-seeking", "bipo-wealth-seeking"}
-    assert p.optional["bipo"]["bipo-power-seeking"].train.limit == 96
+    assert p.optional["bipo"]["bipo-power-seeking"].train_options.limit == 96
 
 
 def test_per_behavior_override_changes_only_that_behavior():
@@ -53,24 +53,30 @@ def test_per_behavior_override_changes_only_that_behavior():
     p = parse(raw)
     assert (p.behaviors["wealth-seeking"].train.layer, p.behaviors["wealth-seeking"].train.lr) == (12, 0.01)
     assert p.behaviors["power-seeking"].train.layer == 15
-    train_ws = stage_commands(p, "train", "wealth-seeking")[0]
+    train_ws = graph.node(p, "train", "wealth-seeking").argv[0]
     assert "--layer" in train_ws and train_ws[train_ws.index("--layer") + 1] == "12"
-    assert "vectors/smollm2-135m-instruct/wealth-seeking/L12.safetensors" in stage_commands(p, "evaluate", "wealth-seeking")[0]
+    assert (
+        "vectors/smollm2-135m-instruct/wealth-seeking/L12.safetensors"
+        in graph.node(p, "evaluate", "wealth-seeking").argv[0]
+    )
 
 
-@pytest.mark.parametrize("path, value, message", [
-    ("train.lerning_rate", 0.1, "unknown key 'lerning_rate'"),
-    ("train.epochs", "three", "must be an integer"),
-    ("train.lr", -1.0, "must be > 0"),
-    ("evaluate.multipliers", [1, "x"], "list of numbers"),
-    ("evaluate.judge", "gpt", "must be one of"),
-    ("behaviors.power-seeking.train", _DELETE, "write `train: {}`"),
-    ("behaviors.power-seeking.evaluate", {"texts": "x.txt"}, "unknown key 'texts'"),
-    ("behaviors.power-seeking.data", {"train": "/etc/passwd", "test": "t.jsonl"}, "inside the project"),
-    ("model.dir", "other", "must be 'smollm2-135m-instruct'"),
-    ("combos.power-wealth.vectors", ["power-seeking", "honesty"], "'honesty' is not a behavior"),
-    ("colour", "blue", "unknown key 'colour'"),
-])
+@pytest.mark.parametrize(
+    "path, value, message",
+    [
+        ("train.lerning_rate", 0.1, "unknown key 'lerning_rate'"),
+        ("train.epochs", "three", "must be an integer"),
+        ("train.lr", -1.0, "must be > 0"),
+        ("evaluate.multipliers", [1, "x"], "list of numbers"),
+        ("evaluate.judge", "gpt", "must be one of"),
+        ("behaviors.power-seeking.train", _DELETE, "write `train: {}`"),
+        ("behaviors.power-seeking.evaluate", {"texts": "x.txt"}, "unknown key 'texts'"),
+        ("behaviors.power-seeking.data", {"train": "/etc/passwd", "test": "t.jsonl"}, "inside the project"),
+        ("model.dir", "other", "must be 'smollm2-135m-instruct'"),
+        ("combos.power-wealth.vectors", ["power-seeking", "honesty"], "'honesty' is not a behavior"),
+        ("colour", "blue", "unknown key 'colour'"),
+    ],
+)
 def test_mistakes_name_the_key(path, value, message):
     with pytest.raises(ParamsError) as info:
         parse(with_change(path, value))
@@ -97,50 +103,15 @@ def test_cli_check_reports_one_clear_error(tmp_path):
     assert "Traceback" not in res.output
 
 
-def test_every_stage_command_parses_with_the_real_cli():
-    """Each generated command line is accepted by its `steerkit` command (checked with --help appended)."""
-    from typer.main import get_command
-
-    cmd = get_command(app)
-    p = load_params(REPO / "params.yaml")
-    seen = set()
-    for stage in STAGES:
-        for n in stage_names(p, stage, ("bipo",)):
-            for argv in stage_commands(p, stage, n, ("bipo",)):
-                ctx = cmd.make_context("steerkit", list(argv[:1]), resilient_parsing=True)
-                sub = cmd.get_command(ctx, argv[0])
-                rest = argv[1:]
-                if hasattr(sub, "get_command"):  # a group: data prepare, derive lora, catalog build
-                    sub = sub.get_command(ctx, argv[1])
-                    rest = argv[2:]
-                sub.make_context(argv[0], list(rest))  # raises on an unknown option or a bad value
-                seen.add(stage)
-    assert seen == set(STAGES)
-
-
-def test_dvc_yaml_tracks_what_the_stages_read():
-    """dvc.yaml's foreach lists, params and outputs agree with steerkit.cli_pipeline."""
-    from steerkit.cli_pipeline import stage_outputs
-
-    dvc_yaml = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
-    assert list(dvc_yaml) == list(STAGES)
-    p = load_params(REPO / "params.yaml")
-    for stage, spec in dvc_yaml.items():
-        body = spec.get("do", spec)
-        assert body["cmd"].startswith(f"steerkit pipeline stage {stage}")
-        declared = [o for k in ("outs", "metrics", "plots") for o in body.get(k, [])]
-        name = {"behavior": "power-seeking", "combo": "power-wealth", None: None}[STAGES[stage]]
-        resolved = [d.replace("${key}", name or "").replace("${model.dir}", p.model.dir)
-                    .replace("${derive.name}", p.derive.name) for d in declared]
-        assert sorted(resolved) == sorted(stage_outputs(p, stage, name)), stage
-
-
-@pytest.mark.parametrize("args, message", [
-    (["pipeline", "stage", "bake", "x"], "unknown stage 'bake'"),
-    (["pipeline", "stage", "train"], "runs once per behavior: name one"),
-    (["pipeline", "stage", "train", "honesty"], "no behavior 'honesty'"),
-    (["pipeline", "stage", "compose", "nope"], "no combination 'nope'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["pipeline", "stage", "bake", "x"], "unknown stage 'bake'"),
+        (["pipeline", "stage", "train"], "runs once per behavior: name one"),
+        (["pipeline", "stage", "train", "honesty"], "no behavior 'honesty'"),
+        (["pipeline", "stage", "compose", "nope"], "no combination 'nope'"),
+    ],
+)
 def test_cli_stage_refuses_what_params_yaml_does_not_define(args, message, monkeypatch):
     monkeypatch.chdir(REPO)
     res = CliRunner().invoke(app, args)
@@ -163,7 +134,10 @@ def test_dvc_resolves_the_shipped_pipeline():
     ev = stages["evaluate@power-seeking"]
     assert {o.def_path: (o.metric, bool(o.plot)) for o in ev.outs} == {
         "reports/eval/smollm2-135m-instruct/power-seeking.json": (True, False),
-        "reports/eval/smollm2-135m-instruct/power-seeking.png": (False, True)}
+        "reports/eval/smollm2-135m-instruct/power-seeking.png": (False, True),
+    }
     prep = stages["prepare@power-seeking"]
     assert [d.def_path for d in prep.deps if not hasattr(d, "params")] == [
-        "data/seed/power-seeking/train.jsonl", "data/seed/power-seeking/test.jsonl"]
+        "data/seed/power-seeking/train.jsonl",
+        "data/seed/power-seeking/test.jsonl",
+    ]

@@ -121,6 +121,7 @@ def test_custom_module_and_empty_layer_list_refused():
 
 # --- hidden size and fingerprint -----------------------------------------------------------------
 
+
 def test_hidden_size_reads_gpt2_n_embd():
     model = tiny_model("gpt2")
     assert model.config.n_embd == 32
@@ -135,8 +136,15 @@ def test_fingerprint_ignores_weights_but_not_shape():
     assert model_fingerprint(a) == model_fingerprint(b)
     assert len(model_fingerprint(a)) == 16
 
-    wider_cfg = tf.LlamaConfig(hidden_size=64, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
-                               num_key_value_heads=2, max_position_embeddings=512, vocab_size=96)
+    wider_cfg = tf.LlamaConfig(
+        hidden_size=64,
+        intermediate_size=64,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        vocab_size=96,
+    )
     wider = tf.AutoModelForCausalLM.from_config(wider_cfg, dtype=torch.float32)
     assert hidden_size(wider) == 64
     assert model_fingerprint(wider) != model_fingerprint(a)
@@ -145,6 +153,7 @@ def test_fingerprint_ignores_weights_but_not_shape():
 
 
 # --- prompts -------------------------------------------------------------------------------------
+
 
 def test_format_prompt_uses_chat_template():
     tok = TinyTokenizer()
@@ -168,6 +177,7 @@ def test_format_prompt_plain_fallback():
 
 
 # --- spec resolution and loading -----------------------------------------------------------------
+
 
 def test_unknown_name_says_what_was_tried(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -205,7 +215,8 @@ def test_gguf_specs_resolve(tmp_path):
 
 
 def _save_tiny_folder(folder: Path) -> nn.Module:
-    from tokenizers import Tokenizer, models as tok_models, pre_tokenizers
+    from tokenizers import Tokenizer, pre_tokenizers
+    from tokenizers import models as tok_models
     from transformers import PreTrainedTokenizerFast
 
     model = tiny_model("llama")
@@ -280,6 +291,7 @@ def test_bad_dtype_refused_before_loading(tmp_path):
 
 # --- device and dtype ----------------------------------------------------------------------------
 
+
 def test_pick_device(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert pick_device() == torch.device("cpu")
@@ -294,8 +306,14 @@ def test_pick_dtype():
     assert pick_dtype(cpu) == torch.float32
     assert pick_dtype(cuda) == torch.bfloat16
     assert pick_dtype(torch.device("cuda", 0)) == torch.bfloat16
-    for name, dt in [("fp32", torch.float32), ("float32", torch.float32), ("bf16", torch.bfloat16),
-                     ("bfloat16", torch.bfloat16), ("fp16", torch.float16), ("float16", torch.float16)]:
+    for name, dt in [
+        ("fp32", torch.float32),
+        ("float32", torch.float32),
+        ("bf16", torch.bfloat16),
+        ("bfloat16", torch.bfloat16),
+        ("fp16", torch.float16),
+        ("float16", torch.float16),
+    ]:
         assert pick_dtype(cpu, name) == dt
         assert pick_dtype(cuda, name) == dt
     assert pick_dtype(cuda, torch.float16) == torch.float16
@@ -306,6 +324,7 @@ def test_pick_dtype():
 
 
 # --- embedded cache ------------------------------------------------------------------------------
+
 
 def test_cache_root_follows_env(tmp_path, monkeypatch):
     monkeypatch.setenv("STEERKIT_CACHE", str(tmp_path / "sk"))

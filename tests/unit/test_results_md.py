@@ -7,7 +7,7 @@ import sys
 from ..conftest import REPO
 
 sys.path.insert(0, str(REPO / "experiments"))
-from results_md import TITLE, replace_section  # noqa: E402
+from results_md import TITLE, replace_section
 
 
 def test_a_new_section_goes_before_the_notes_and_a_rewrite_touches_only_itself():

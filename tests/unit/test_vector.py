@@ -60,6 +60,7 @@ class ReferenceSteer:
             if isinstance(out, tuple):
                 return (out[0] + delta,) + tuple(out[1:])
             return out + delta
+
         return hook
 
     def __enter__(self):
@@ -72,9 +73,17 @@ class ReferenceSteer:
 
 # --- files ---------------------------------------------------------------------------------------
 
+
 def test_save_load_round_trip(tmp_path):
-    meta = {"behavior": "power-seeking", "method": "bipo", "model": "tiny", "layer": 2, "beta": 0.1,
-            "nested": {"list": [1, 2.5, "x"], "none": None}, "unicode": "déjà vu ✓"}
+    meta = {
+        "behavior": "power-seeking",
+        "method": "bipo",
+        "model": "tiny",
+        "layer": 2,
+        "beta": 0.1,
+        "nested": {"list": [1, 2.5, "x"], "none": None},
+        "unicode": "déjà vu ✓",
+    }
     vec = rand_vec((0, 2, 3), **meta)
     path = tmp_path / "sub" / "v.safetensors"
     digest = vec.save(path)
@@ -82,7 +91,7 @@ def test_save_load_round_trip(tmp_path):
     data = path.read_bytes()
     assert digest == hashlib.sha256(data).hexdigest()
     n = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8:8 + n])
+    header = json.loads(data[8 : 8 + n])
     assert header["__metadata__"]["format"] == FORMAT == "steerkit.vector"
     assert header["__metadata__"]["format_version"] == str(FORMAT_VERSION)
     assert json.loads(header["__metadata__"]["steerkit"]) == meta
@@ -164,6 +173,7 @@ def test_every_header_length_round_trips():
 
 # --- bad files -----------------------------------------------------------------------------------
 
+
 def _raises_vector_error(path_or_bytes, match: str | None = None) -> VectorError:
     with pytest.raises(Exception) as info:
         if isinstance(path_or_bytes, bytes):
@@ -240,8 +250,9 @@ def test_malformed_steerkit_files():
     _raises_vector_error(_st({"layer.1": torch.zeros(HIDDEN), "layer.2": torch.zeros(16)}), match="same length")
     _raises_vector_error(_st({}), match="at least one layer")
     # a version-less, meta-less but otherwise valid file is accepted, and half precision is widened
-    vec = SteeringVector.from_bytes(st_save({"layer.3": torch.ones(HIDDEN, dtype=torch.float16)},
-                                            metadata={"format": FORMAT}))
+    vec = SteeringVector.from_bytes(
+        st_save({"layer.3": torch.ones(HIDDEN, dtype=torch.float16)}, metadata={"format": FORMAT})
+    )
     assert vec.meta == {} and vec.layers[3].dtype == torch.float32
 
 
@@ -251,6 +262,7 @@ def test_missing_file_and_folder(tmp_path):
 
 
 # --- apply ---------------------------------------------------------------------------------------
+
 
 def test_apply_changes_logits_and_cleans_up(llama, ids):
     base = logits(llama, ids)
@@ -328,6 +340,7 @@ def test_apply_accepts_integer_and_tensor_multipliers(llama, ids):
 
 # --- multipliers ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("bad", ["abc", None, float("nan"), float("inf"), -float("inf"), [1.0], object()])
 def test_bad_multiplier(llama, bad):
     vec = rand_vec((1,))
@@ -344,6 +357,7 @@ def test_bad_weight_in_weighted_sum(bad):
 
 
 # --- arithmetic ----------------------------------------------------------------------------------
+
 
 def test_arithmetic_same_layer():
     a, b = rand_vec((1,), seed=1, behavior="a"), rand_vec((1,), seed=2, behavior="b")
@@ -391,11 +405,11 @@ def test_combining_different_hidden_sizes_refused():
 def test_bad_operands():
     a = rand_vec()
     with pytest.raises(TypeError):
-        a + 1  # noqa: B018
+        a + 1
     with pytest.raises(TypeError):
-        a * "2"  # noqa: B018
+        a * "2"
     with pytest.raises(TypeError):
-        a * True  # noqa: B018
+        a * True
     with pytest.raises(VectorError, match="at least one"):
         weighted_sum([])
     with pytest.raises(VectorError, match="2 vectors but 1 weights"):
@@ -415,6 +429,7 @@ def test_constructor_validation():
 
 
 # --- fitting -------------------------------------------------------------------------------------
+
 
 def test_wrong_hidden_size_names_both(llama):
     vec = rand_vec((1,), size=16, model="other-model")
@@ -446,6 +461,7 @@ def test_model_meta(llama):
 
 
 # --- BiPO .pt import -----------------------------------------------------------------------------
+
 
 def test_from_bipo_pt_tensor(tmp_path):
     t = torch.randn(HIDDEN)

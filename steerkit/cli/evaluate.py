@@ -1,0 +1,130 @@
+"""``steerkit evaluate`` and ``steerkit generate``: does a vector steer, and what does it say (thin over the stages)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from ..eval.config import EvalConfig
+from ..stages.options import EvaluateOptions
+from .options import (
+    DeviceOpt,
+    DtypeOpt,
+    ModelOpt,
+    command,
+    config_from,
+    console,
+    floats,
+    knob_option,
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(evaluate)
+    app.command()(generate)
+
+
+@command()
+def evaluate(
+    ctx: typer.Context,
+    vector: Path = typer.Option(..., "--vector", "-v", help="The steering vector to evaluate."),
+    test: Path = typer.Option(
+        ..., "--test", "-t", help="Held-out pairs (JSONL from `data prepare`, or any reader format)."
+    ),
+    out: Optional[Path] = typer.Option(
+        None, "--out", "-o", help="Report JSON (default reports/eval/<model>/<behavior>.json); the PNG goes beside it."
+    ),
+    model: str = ModelOpt,
+    multipliers: Optional[list[str]] = knob_option(EvalConfig, "multipliers", "-x"),
+    judge: Optional[str] = knob_option(EvalConfig, "judge"),
+    n_open: Optional[int] = knob_option(EvalConfig, "n_open"),
+    batch_size: Optional[int] = knob_option(EvalConfig, "batch_size"),
+    max_new_tokens: Optional[int] = knob_option(EvalConfig, "max_new_tokens"),
+    limit: Optional[int] = knob_option(EvaluateOptions, "limit"),
+    texts: Optional[Path] = knob_option(EvaluateOptions, "texts"),
+    baseline: Optional[Path] = typer.Option(None, help="A second vector (e.g. CAA), compared at this vector's norm."),
+    device: Optional[str] = DeviceOpt,
+    dtype: Optional[str] = DtypeOpt,
+) -> None:
+    """Show that a vector steers on held-out pairs: margins, A/B probability, fluency cost, judged answers."""
+    from ..stages import evaluate as evaluate_stage
+
+    cfg = config_from(EvalConfig(), ctx.params)
+    res = evaluate_stage.evaluate(
+        vector, test, out, model=model, cfg=cfg, limit=limit, texts=texts, baseline=baseline, device=device, dtype=dtype
+    )
+    report = res.report
+    for part, title in ((report, "vector"), (report.get("baseline"), "baseline")):
+        if part:
+            console.print(
+                _table(part, f"{title}: {part['vector'].get('method') or '?'} (|v| = {part['vector']['norm']:.3f})")
+            )
+    s = report["summary"]
+    console.print(
+        "summary: " + ", ".join(f"{k} = {v:.3f}" if isinstance(v, float) else f"{k} = {v}" for k, v in s.items())
+    )
+    console.print(f"[green]✓[/] {res.json}\n[green]✓[/] {res.png}")
+
+
+def _table(part: dict, title: str) -> Table:
+    def at(rows: list, m: float, key: str) -> str:
+        v = next((r.get(key) for r in rows or [] if r["multiplier"] == m), None)
+        return "—" if v is None else f"{v:.3f}"
+
+    judged = (part.get("open_ended") or {}).get("curve")
+    table = Table(
+        "m",
+        "margin",
+        "/token",
+        "win",
+        "p(A/B)",
+        "ppl",
+        "fluency",
+        f"judge: {part['open_ended']['judge']}" if judged else "judge",
+        title=title,
+    )
+    for m in sorted({r["multiplier"] for r in part["margin"]}):
+        table.add_row(
+            f"{m:g}",
+            at(part["margin"], m, "margin"),
+            at(part["margin"], m, "margin_per_token"),
+            at(part["margin"], m, "win_fraction"),
+            at(part["ab"], m, "p_matching"),
+            at(part["perplexity"], m, "perplexity"),
+            at(part["perplexity"], m, "fluency_cost"),
+            at(judged, m, "judge_score"),
+        )
+    return table
+
+
+@command()
+def generate(
+    vector: list[Path] = typer.Option(..., "--vector", "-v", help="Vector file(s); several are summed."),
+    prompt: list[str] = typer.Option([], "--prompt", "-p", help="A prompt (repeatable)."),
+    prompts_file: Optional[Path] = typer.Option(None, help="A text file with one prompt per line."),
+    multiplier: list[str] = typer.Option(["-2", "0", "2"], "--multiplier", "-x", help="Multipliers (repeatable)."),
+    model: str = ModelOpt,
+    max_new_tokens: int = typer.Option(48, help="Tokens to generate per answer."),
+    device: Optional[str] = DeviceOpt,
+) -> None:
+    """Generate greedy answers side by side for each multiplier."""
+    from ..data.texts import read_lines
+    from ..errors import SteerkitError
+    from ..generate import steered_generations
+    from ..models import load_model
+    from ..vector import SteeringVector
+
+    mults = floats(multiplier, "--multiplier")
+    prompts = list(prompt) + (read_lines(prompts_file, "prompts") if prompts_file else [])
+    if not prompts:
+        raise SteerkitError("no prompts given", fix="pass --prompt TEXT or --prompts-file FILE")
+    vecs = [SteeringVector.load(v) for v in vector]
+    lm = load_model(model, device=device)
+    gens = steered_generations(lm.model, lm.tokenizer, vecs, mults, prompts, max_new_tokens)
+    table = Table("prompt", *[f"m = {m:g}" for m in mults], show_lines=True)
+    for p in prompts:
+        table.add_row(p, *[g.text for m in mults for g in gens if g.prompt == p and g.multiplier == m])
+    console.print(table)

@@ -1,0 +1,161 @@
+"""``steerkit pipeline stage|check|run|serve``: the chain of params.yaml (thin over steerkit.pipeline and flows/)."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich import box
+from rich.table import Column, Table
+
+from ..pipeline import graph
+from ..pipeline.params import DEFAULT_PARAMS, load_params
+from .options import command, console
+
+pipeline_app = typer.Typer(
+    help="The whole chain in params.yaml: DVC stages (`dvc repro`) and the Prefect flow "
+    "(`steerkit pipeline run`, also `make run`).",
+    no_args_is_help=True,
+)
+ParamsOpt = typer.Option(
+    Path(DEFAULT_PARAMS), "--params", help="The parameters file (paths in it are relative to the project root)."
+)
+WithOpt = typer.Option([], "--with", help="Include an optional behavior group (e.g. bipo).")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(pipeline_app, name="pipeline")
+
+
+def shell_line(argv: tuple[str, ...] | list[str]) -> str:
+    return "steerkit " + " ".join(shlex.quote(a) for a in argv)
+
+
+@pipeline_app.command("stage")
+@command()
+def stage(
+    stage_name: str = typer.Argument(..., metavar="STAGE", help="One of: " + ", ".join(graph.STAGE_NAMES) + "."),
+    name: Optional[str] = typer.Argument(None, help="The behavior (or, for compose, the combination)."),
+    params: Path = ParamsOpt,
+) -> None:
+    """Run one stage of params.yaml from the project root (what dvc.yaml calls)."""
+    from ..pipeline.run import run_stage
+
+    res = run_stage(
+        stage_name, name, params, echo=lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True)
+    )
+    console.print(f"[green]✓[/] {stage_name}{' ' + name if name else ''} ({res['seconds']:.0f} s)")
+
+
+@pipeline_app.command("check")
+@command()
+def check(
+    params: Path = ParamsOpt,
+    commands: bool = typer.Option(
+        False, "--commands", help="Also print the plain `steerkit` command lines each stage amounts to."
+    ),
+    with_: list[str] = WithOpt,
+) -> None:
+    """Validate params.yaml and show what the pipeline will build (the recipe's values filled in)."""
+    from ..errors import SteerkitError
+
+    p = load_params(params)
+    chosen = p.selected(tuple(with_))
+    missing = [f for b in chosen.values() for f in (b.data.train, b.data.test) if not Path(f).is_file()]
+    table = Table(
+        *(Column(h, no_wrap=True) for h in ("behavior", "layer", "epochs", "lr", "limit", "baseline")),
+        Column("m", overflow="fold"),
+        Column("judge", no_wrap=True),
+        box=box.SIMPLE_HEAD,
+        title=f"{params}: {p.model.spec} (recipe {p.recipe.name})",
+    )
+    for b in chosen.values():
+        t, e = b.train, b.evaluate
+        table.add_row(
+            b.name + (f" ({b.group})" if b.group else ""),
+            str(t.layer),
+            str(t.epochs),
+            f"{t.lr:g}",
+            str(b.train_options.limit or "all"),
+            b.train_options.baseline,
+            " ".join(f"{m:g}" for m in e.multipliers),
+            e.judge,
+        )
+    console.print(table)
+    for b in chosen.values():
+        console.print(f"{b.name}: {b.data.train} → {b.data.test}", highlight=False, soft_wrap=True)
+    if commands:
+        for n in graph.nodes(p, tuple(with_)):
+            for argv in n.argv:
+                console.print(f"[dim]{n.address}:[/] " + shell_line(argv), highlight=False, soft_wrap=True)
+    if missing:
+        raise SteerkitError(
+            "data files named in the parameters do not exist: " + ", ".join(missing),
+            where=str(params),
+            fix="fetch them (`make fetch-bipo` for the BiPO data) or fix the paths",
+        )
+    console.print(f"[green]✓[/] {params} is valid")
+
+
+@pipeline_app.command("run")
+@command()
+def run(
+    params: Path = ParamsOpt,
+    root: Path = typer.Option(Path("."), help="Project root (holds dvc.yaml and params.yaml)."),
+    runner: str = typer.Option("threads", help="Task runner: threads, or dask (a local cluster, or --dask-address)."),
+    workers: int = typer.Option(2, help="Tasks at once (threads or local Dask workers)."),
+    dask_address: Optional[str] = typer.Option(None, help="Address of a running Dask scheduler (tcp://host:8786)."),
+    with_: list[str] = typer.Option(
+        [], "--with", help="Also build an optional behavior group (e.g. bipo; not in DVC's stages)."
+    ),
+    commit: bool = typer.Option(
+        True, "--commit/--no-commit", help="`dvc commit` what the run made when every task succeeded."
+    ),
+    retries: int = typer.Option(1, help="Retries of a failed stage before the run fails."),
+    refresh_cache: bool = typer.Option(
+        False, help="Ignore Prefect's cached stage results (DVC's up-to-date check still applies)."
+    ),
+    force: bool = typer.Option(False, help="Run every stage, even those DVC reports up to date."),
+) -> None:
+    """Run the pipeline as a Prefect flow (parallel per behavior, retries, caching), then `dvc commit` it."""
+    from ..errors import SteerkitError
+    from ..pipeline.flowfile import load_flow
+    from ..pipeline.run import offline_env
+    from ..pipeline.summary import print_summary
+
+    if runner not in ("threads", "dask"):
+        raise SteerkitError(f"unknown task runner {runner!r}", where="--runner", fix="use threads or dask")
+    offline_env(root)
+    flows = load_flow(root)
+    result = flows.run_pipeline(
+        root=str(root.resolve()),
+        params=str(params),
+        runner=runner,
+        workers=workers,
+        dask_address=dask_address,
+        groups=list(with_),
+        commit=commit,
+        retries=retries,
+        refresh_cache=refresh_cache,
+        force=force,
+    )
+    print_summary(result, console)
+    if not result["ok"]:
+        raise typer.Exit(1)
+
+
+@pipeline_app.command("serve")
+@command()
+def serve(
+    root: Path = typer.Option(Path("."), help="Project root."),
+    cron: Optional[str] = typer.Option(None, help="Cron schedule (default: the one in prefect.yaml)."),
+    name: Optional[str] = typer.Option(None, help="Deployment name (default: the one in prefect.yaml)."),
+) -> None:
+    """Register the pipeline deployment on its cron schedule and serve it (runs until stopped, Ctrl-C)."""
+    from ..pipeline.flowfile import load_flow
+    from ..pipeline.run import offline_env
+
+    offline_env(root)
+    load_flow(root).serve(root=str(root.resolve()), cron=cron, name=name)

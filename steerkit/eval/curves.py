@@ -1,0 +1,209 @@
+"""Steering curves over the multiplier m, each from batched forward passes under ``vector.apply``.
+
+* ``margin_curve``: log p(matching) − log p(not matching) of the two free-text answers (one packed
+  forward per batch scores both answers of every pair), its length-normalised form and the
+  share of pairs the model prefers the matching answer for;
+* ``perplexity_curve``: perplexity of neutral text, i.e. the fluency cost of steering;
+* ``open_ended_curve``: greedy answers to held-out questions, scored by a judge.
+
+The A/B letter-choice curve is in ``ab``; ``report`` runs them all into one report.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..config import as_float
+from ..data.pairs import ContrastivePair
+from ..errors import DataError, VectorError
+from ..forward import last_hidden, packed_forward
+from ..generate import steered_generations
+from ..models import model_device, pad_token_id
+from ..packing import (
+    check_batch_size,
+    chunked,
+    encode_pairs,
+    pack,
+    right_pad,
+    segment_counts,
+    segment_logps,
+)
+from ..vector import SteeringVector
+from .judges import Judge
+
+
+def as_multipliers(multipliers: Sequence[Any]) -> list[float]:
+    """Finite floats, deduplicated and sorted (curves are read left to right)."""
+    values = sorted({as_float(m) for m in multipliers})
+    if not values:
+        raise VectorError("no multipliers given", where="multiplier", fix="pass at least one, e.g. -2 0 2")
+    return values
+
+
+def mean(xs: Sequence[float]) -> float:
+    return float(sum(xs) / len(xs)) if xs else float("nan")
+
+
+def value_at(rows: Sequence[dict], key: str, m: float) -> float | None:
+    return next((r[key] for r in rows if r["multiplier"] == m), None)
+
+
+def swing(rows: Sequence[dict], key: str) -> float | None:
+    """``key`` at the largest multiplier minus ``key`` at the smallest (None if not computed)."""
+    rows = [r for r in rows if r.get(key) is not None]
+    if not rows:
+        return None
+    lo, hi = min(rows, key=lambda r: r["multiplier"]), max(rows, key=lambda r: r["multiplier"])
+    return float(hi[key] - lo[key])
+
+
+def ratio(num: float | None, den: float | None) -> float | None:
+    """``num / den`` of two effects (retention, kept-when-composed); None when either is missing or den is 0."""
+    if num is None or den is None or den == 0 or not (math.isfinite(num) and math.isfinite(den)):
+        return None
+    return float(num / den)
+
+
+def margin_curve(
+    model: nn.Module,
+    tokenizer: Any,
+    pairs: Sequence[ContrastivePair],
+    vector: SteeringVector,
+    multipliers: Sequence[float],
+    batch_size: int = 8,
+    system: str | None = None,
+    per_pair: bool = False,
+) -> list[dict]:
+    """Mean answer log-prob margin, its per-token form and the win fraction, per multiplier.
+
+    Pairs are encoded and packed once; each multiplier costs one packed forward per batch.
+    ``per_pair`` adds each pair's margin (``margins``, in input order): how far from flipping they are.
+    """
+    mults = as_multipliers(multipliers)
+    check_batch_size(batch_size)
+    if not pairs:
+        raise DataError("no test pairs to evaluate", fix="pass a non-empty test file")
+    enc = encode_pairs(
+        tokenizer,
+        pairs,
+        system=system,
+        max_length=getattr(getattr(model, "config", None), "max_position_embeddings", None),
+    )
+    device, dtype = model_device(model), next(model.parameters()).dtype
+    order = sorted(range(len(enc)), key=lambda i: enc[i].packed_length)  # similar lengths: less padding
+    batches = [
+        (idx, pack([enc[i] for i in idx], pad_token_id(tokenizer), dtype).to(device))
+        for idx in chunked(order, batch_size)
+    ]
+    n_pos = torch.zeros(len(enc), dtype=torch.float64)
+    n_neg = torch.zeros(len(enc), dtype=torch.float64)
+    for idx, batch in batches:
+        cp, cq = segment_counts(batch)
+        n_pos[idx], n_neg[idx] = cp.double(), cq.double()
+    rows = []
+    for m in mults:
+        pos = torch.zeros(len(enc), dtype=torch.float64)
+        neg = torch.zeros(len(enc), dtype=torch.float64)
+        with torch.no_grad(), vector.apply(model, m):
+            for idx, batch in batches:
+                p, q = segment_logps(packed_forward(model, batch), batch)
+                pos[idx], neg[idx] = p.double().cpu(), q.double().cpu()
+        margin = pos - neg
+        rows.append(
+            {
+                "multiplier": m,
+                "margin": float(margin.mean()),
+                "margin_per_token": float((pos / n_pos - neg / n_neg).mean()),
+                "win_fraction": float((margin > 0).double().mean()),
+            }
+        )
+        if per_pair:
+            rows[-1]["margins"] = margin.tolist()
+    return rows
+
+
+def text_nll(model: nn.Module, tokenizer: Any, texts: Sequence[str], batch_size: int = 8) -> tuple[float, int]:
+    """Summed next-token NLL over all texts and the number of predicted tokens (plain text, no template)."""
+    check_batch_size(batch_size)
+    seqs = [list(tokenizer(t)["input_ids"]) for t in texts]
+    device = model_device(model)
+    head = model.get_output_embeddings()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for idx in chunked(sorted(range(len(seqs)), key=lambda i: len(seqs[i])), batch_size):
+            ids, mask = right_pad([seqs[i] for i in idx], pad_token_id(tokenizer))
+            ids, mask = ids.to(device), mask.to(device)
+            hidden = last_hidden(model, ids, mask)
+            keep = (mask[:, 1:] * mask[:, :-1]).bool()  # positions whose next token is a real token
+            logits = head(hidden[:, :-1][keep]).float()
+            total += float(torch.nn.functional.cross_entropy(logits, ids[:, 1:][keep], reduction="sum"))
+            count += int(keep.sum())
+    return total, count
+
+
+def perplexity_curve(
+    model: nn.Module,
+    tokenizer: Any,
+    texts: Sequence[str],
+    vector: SteeringVector,
+    multipliers: Sequence[float],
+    batch_size: int = 8,
+) -> list[dict]:
+    """Perplexity of the texts under the steered model and fluency_cost = ppl(m)/ppl(0) − 1.
+
+    Rows cover the requested multipliers plus 0 (the reference).
+    """
+    mults = as_multipliers([*multipliers, 0.0])
+    if not texts:
+        raise DataError("no texts to measure perplexity on", fix="pass texts or use neutral_texts()")
+    ppl: dict[float, float] = {}
+    for m in mults:
+        with vector.apply(model, m):
+            nll, n = text_nll(model, tokenizer, texts, batch_size)
+        if n == 0:
+            raise DataError(
+                "the texts have no token to predict (each is one token or empty)", fix="use paragraphs of several words"
+            )
+        ppl[m] = math.exp(nll / n)
+    return [{"multiplier": m, "perplexity": ppl[m], "fluency_cost": ppl[m] / ppl[0.0] - 1.0} for m in mults]
+
+
+def open_ended_curve(
+    model: nn.Module,
+    tokenizer: Any,
+    pairs: Sequence[ContrastivePair],
+    vector: SteeringVector,
+    multipliers: Sequence[float],
+    judge: Judge,
+    n: int = 8,
+    max_new_tokens: int = 40,
+    system: str | None = None,
+) -> dict[str, Any]:
+    """Greedy answers to the first ``n`` questions under each multiplier, scored by ``judge``."""
+    mults = as_multipliers(multipliers)
+    chosen = list(pairs[: max(0, n)])
+    if not chosen:
+        return {
+            "judge": judge.name,
+            "curve": [{"multiplier": m, "judge_score": None} for m in mults],
+            "generations": [],
+        }
+    prompts = [p.question for p in chosen]
+    gens = steered_generations(model, tokenizer, [vector], mults, prompts, max_new_tokens, system)
+    asked = [chosen[k % len(chosen)] for k in range(len(gens))]  # generations run prompt-fastest per multiplier
+    if len(gens) != len(chosen) * len(mults) or any(g.prompt != p.question for g, p in zip(gens, asked)):
+        raise DataError("generations do not line up with the questions asked", where="open-ended evaluation")
+    scores = judge.score_many(asked, [g.text for g in gens])
+    records = [
+        {"id": p.id, "prompt": g.prompt, "multiplier": g.multiplier, "text": g.text, "score": float(s)}
+        for p, g, s in zip(asked, gens, scores)
+    ]
+    curve = [
+        {"multiplier": m, "judge_score": mean([r["score"] for r in records if r["multiplier"] == m])} for m in mults
+    ]
+    return {"judge": judge.name, "curve": curve, "generations": records}

@@ -1,0 +1,60 @@
+"""The pipeline's DVC glue: which stages DVC would run, and recording what a flow run made in dvc.lock.
+
+``dvc.yaml`` describes the same graph as ``steerkit.pipeline.graph``; after a flow run,
+``dvc commit -f`` of the stages that ran makes ``dvc repro`` find nothing to do (and a
+``dvc repro`` leaves the flow nothing to do). Only call ``commit`` after every stage succeeded:
+it records whatever is on disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+_LOCK = threading.Lock()  # one DVC repository object at a time in this process
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """DVC's INFO lines ("Updating lock file") would repeat once per stage in the run's log."""
+    logger = logging.getLogger("dvc")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def stale(root: str | Path) -> tuple[set[str], set[str]] | None:
+    """(stages DVC would run, all stages in dvc.yaml): changed ones plus everything downstream; None without DVC."""
+    import networkx as nx
+    from dvc.exceptions import NotDvcRepoError
+    from dvc.repo import Repo
+
+    with _LOCK, _quiet():
+        try:
+            repo = Repo(str(root))
+        except NotDvcRepoError:
+            return None
+        with repo:
+            graph = repo.index.graph
+            changed = set(repo.status())
+            out: set[str] = set()
+            for stage in graph.nodes:
+                if stage.addressing in changed:
+                    out |= {stage.addressing} | {s.addressing for s in nx.ancestors(graph, stage)}
+            known = {s.addressing for s in graph.nodes}
+    return out, known
+
+
+def commit(root: str | Path, targets: list[str]) -> None:
+    """``dvc commit -f`` of ``targets``: record what is on disk as those stages' outputs in dvc.lock."""
+    from dvc.repo import Repo
+
+    with _LOCK, _quiet(), Repo(str(root)) as repo:
+        for t in targets:
+            repo.commit(t, force=True)

@@ -1,0 +1,60 @@
+"""The project's Prefect flow (``flows/pipeline.py``) and its deployment settings (``prefect.yaml``).
+
+The flow file belongs to the project (``prefect.yaml`` names it as the deployment's entrypoint),
+not to the installed package, so ``steerkit pipeline run`` loads it from the project root. Only
+that file imports Prefect; this module reads files.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from ..errors import SteerkitError
+
+FLOW_FILE = Path("flows") / "pipeline.py"
+MODULE = "steerkit_flows_pipeline"
+
+
+def load_flow(root: str | Path = ".") -> ModuleType:
+    """``flows/pipeline.py`` of the project at ``root``, imported once per process."""
+    path = (Path(root) / FLOW_FILE).resolve()
+    if not path.is_file():
+        raise SteerkitError("no flow file", where=str(path), fix="run from the steerkit project root (--root)")
+    loaded = sys.modules.get(MODULE)
+    if loaded is not None and getattr(loaded, "__file__", None) == str(path):
+        return loaded
+    spec = importlib.util.spec_from_file_location(MODULE, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[MODULE] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def deployment_settings(root: str | Path = ".") -> dict[str, Any]:
+    """The first deployment of ``prefect.yaml``: name, cron, timezone, parameters, tags, description."""
+    import yaml
+
+    path = Path(root) / "prefect.yaml"
+    try:
+        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
+        dep = cfg["deployments"][0]
+    except (OSError, yaml.YAMLError, KeyError, IndexError, TypeError) as exc:
+        raise SteerkitError(
+            f"cannot read the deployment ({type(exc).__name__}: {exc})",
+            where=str(path),
+            fix="restore prefect.yaml from the steerkit project (`git checkout prefect.yaml`)",
+        ) from None
+    schedules = dep.get("schedules") or []
+    crons = [s["cron"] for s in schedules if s.get("cron")]
+    return {
+        "name": dep["name"],
+        "cron": crons[0] if crons else None,
+        "parameters": dep.get("parameters") or {},
+        "timezone": next((s.get("timezone") for s in schedules if s.get("timezone")), None),
+        "tags": dep.get("tags") or [],
+        "description": dep.get("description"),
+    }

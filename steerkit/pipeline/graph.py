@@ -1,0 +1,350 @@
+"""The pipeline's stage graph, declared once: what each stage reads, writes, is configured by and calls.
+
+``dvc.yaml`` says the same in DVC's words (a test holds the two equal, stage by stage, as DVC
+resolves them); the Prefect flow plans from it (a stage's upstream is whatever writes what it
+reads); ``steerkit pipeline stage`` runs ``call``; ``steerkit pipeline check --commands`` prints
+``argv``, the plain ``steerkit`` command lines that do the same (a test runs them through the CLI
+and checks they reach the stage functions with the same arguments).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from ..config import flag, knobs
+from ..data.readers import parse_mapping
+from ..errors import SteerkitError
+from ..layout import (
+    CATALOG,
+    adapter_dir,
+    pairs_file,
+    report_path,
+    reports_dir,
+    vector_dir,
+    vector_path,
+    vectors_dir,
+)
+from .params import Behavior, Params
+
+
+class StageError(SteerkitError, RuntimeError):
+    """A stage cannot run (unknown stage or name), or it failed."""
+
+
+@dataclass(frozen=True)
+class Call:
+    """A stage function and the arguments the pipeline calls it with."""
+
+    module: str  # steerkit.stages.<module>
+    function: str
+    args: tuple = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def run(self) -> Any:
+        import importlib
+
+        return getattr(importlib.import_module(f"steerkit.stages.{self.module}"), self.function)(
+            *self.args, **self.kwargs
+        )
+
+
+@dataclass(frozen=True)
+class Node:
+    """One stage for one behavior (or combination, or none) with its files, parameters and call."""
+
+    stage: str
+    name: str | None
+    deps: tuple[str, ...]
+    outs: tuple[str, ...]
+    metrics: tuple[str, ...] = ()
+    plots: tuple[str, ...] = ()
+    params: tuple[str, ...] = ()
+    call: Call | None = None
+    argv: tuple[tuple[str, ...], ...] = ()
+
+    @property
+    def address(self) -> str:
+        """DVC's name for it: ``stage@name`` or ``stage``."""
+        return f"{self.stage}@{self.name}" if self.name else self.stage
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """Everything it writes (outs, metrics and plots)."""
+        return self.outs + self.metrics + self.plots
+
+
+def _p(path: Any) -> str:
+    """A path as dvc.yaml writes it: posix, relative to the project root."""
+    return PurePosixPath(str(path)).as_posix()
+
+
+def config_argv(cfg: Any) -> list[str]:
+    """``--flag value`` for every field of a configuration (None fields left out, booleans as --x/--no-x)."""
+    out: list[str] = []
+    for f in knobs(type(cfg)):
+        value, name = getattr(cfg, f.name), flag(type(cfg), f.name)
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            out.append(name if value else "--no-" + name[2:])
+        elif isinstance(value, tuple):
+            out += [f"{name}={_word(v)}" for v in value]
+        else:
+            out += [name, _word(value)]
+    return out
+
+
+def _word(x: Any) -> str:
+    if isinstance(x, (int, float)) and not isinstance(x, bool):
+        return repr(int(x)) if float(x).is_integer() and abs(x) < 1e15 else repr(float(x))
+    return str(x)
+
+
+def _line(*words: str, cfg: Any = None, **options: Any) -> tuple[str, ...]:
+    """A ``steerkit`` command line: its words, ``--option value`` per option (None left out; a list repeats
+    the option as ``--option=value``), then the configuration's flags."""
+    out = list(words)
+    for name, value in options.items():
+        option = "--" + name.replace("_", "-")
+        if isinstance(value, (list, tuple)):
+            out += [f"{option}={_word(v)}" for v in value]
+        elif value is not None:
+            out += [option, _word(value)]
+    return tuple(out) + tuple(config_argv(cfg) if cfg is not None else ())
+
+
+def _report_node(
+    stage: str, name: str | None, deps: tuple, report: Any, params: tuple, call: Call, argv: tuple, outs: tuple = ()
+) -> Node:
+    """A stage whose outputs are a report: its JSON is a DVC metric, its PNG a DVC plot."""
+    metrics, plots = (_p(report),), (_p(Path(report).with_suffix(".png")),)
+    return Node(stage, name, deps, outs, metrics=metrics, plots=plots, params=params, call=call, argv=argv)
+
+
+# ------------------------------------------------------------------------------------- stages
+def _prepare(p: Params, b: Behavior) -> Node:
+    d = b.data
+    outs = (_p(pairs_file(".", b.name, "train")), _p(pairs_file(".", b.name, "test")))
+    mapping = parse_mapping(d.columns) if d.columns else None
+    kwargs = {"root": ".", "fmt": d.format, "test_inputs": [d.test], "mapping": mapping}
+    argv = _line("data", "prepare", b.name, d.train, test=d.test, format=d.format, columns=d.columns, root=".")
+    call = Call("prepare", "prepare", (b.name, [d.train]), kwargs)
+    return Node(
+        "prepare", b.name, (d.train, d.test), outs, params=(f"behaviors.{b.name}.data",), call=call, argv=(argv,)
+    )
+
+
+def _train(p: Params, b: Behavior) -> Node:
+    folder, data, o = _p(vector_dir(".", p.model.dir, b.name)), _p(pairs_file(".", b.name, "train")), b.train_options
+    kwargs = {"model": p.model.spec, "behavior": b.name, "cfg": b.train, "limit": o.limit, "baseline": o.baseline}
+    methods = ("bipo", "caa") if o.baseline == "caa" else ("bipo",)
+    argv = tuple(
+        _line(
+            "train",
+            data=data,
+            behavior=b.name,
+            model=p.model.spec,
+            cfg=b.train,
+            limit=o.limit,
+            method=m,
+            out=_p(vector_path(".", p.model.dir, b.name, b.train.layer, m)),
+        )
+        for m in methods
+    )
+    return Node(
+        "train",
+        b.name,
+        (data,),
+        (folder,),
+        params=("model", "train", f"behaviors.{b.name}.train"),
+        call=Call("train", "train", (data, folder), kwargs),
+        argv=argv,
+    )
+
+
+def _evaluate(p: Params, b: Behavior) -> Node:
+    vector = _p(vector_path(".", p.model.dir, b.name, b.train.layer))
+    caa = _p(vector_path(".", p.model.dir, b.name, b.train.layer, "caa")) if b.train_options.baseline == "caa" else None
+    test, report = _p(pairs_file(".", b.name, "test")), _p(report_path(".", "eval", p.model.dir, b.name))
+    kwargs = {
+        "model": p.model.spec,
+        "cfg": b.evaluate,
+        "limit": b.evaluate_options.limit,
+        "texts": p.texts,
+        "baseline": caa,
+    }
+    argv = _line(
+        "evaluate",
+        vector=vector,
+        test=test,
+        out=report,
+        model=p.model.spec,
+        cfg=b.evaluate,
+        limit=b.evaluate_options.limit,
+        texts=p.texts,
+        baseline=caa,
+    )
+    deps = (_p(vector_dir(".", p.model.dir, b.name)), test, p.texts)
+    call = Call("evaluate", "evaluate", (vector, test, report), kwargs)
+    return _report_node(
+        "evaluate", b.name, deps, report, ("model", "evaluate", f"behaviors.{b.name}.evaluate"), call, (argv,)
+    )
+
+
+def _derive(p: Params, _: None) -> Node:
+    t = p.derive_target
+    folder, report = _p(adapter_dir(".", p.model.dir, t.name)), _p(report_path(".", "derive", p.model.dir, t.name))
+    kwargs = {"model": p.model.spec, "cfg": p.derive, "probe_texts": p.texts, "report": report}
+    argv = _line(
+        "derive", "lora", data=t.data, out=folder, model=p.model.spec, cfg=p.derive, probe_texts=p.texts, report=report
+    )
+    return Node(
+        "derive",
+        None,
+        tuple(dict.fromkeys((t.data, p.texts))),
+        (folder,),
+        metrics=(report,),
+        params=("model", "derive", "evaluate.texts"),
+        call=Call("derive", "derive", ([t.data], folder), kwargs),
+        argv=(argv,),
+    )
+
+
+def _transfer(p: Params, b: Behavior) -> Node:
+    vector = _p(vector_path(".", p.model.dir, b.name, b.train.layer))
+    target = _p(adapter_dir(".", p.model.dir, p.derive_target.name))
+    test, report = _p(pairs_file(".", b.name, "test")), report_path(".", "transfer", p.model.dir, b.name)
+    limit = p.transfer_options.limit
+    kwargs = {"model": p.model.spec, "cfg": p.transfer, "limit": limit, "probe_texts": p.texts}
+    argv = _line(
+        "transfer",
+        vector=vector,
+        target=target,
+        test=test,
+        out=_p(report),
+        model=p.model.spec,
+        cfg=p.transfer,
+        limit=limit,
+        probe_texts=p.texts,
+    )
+    deps = (_p(vector_dir(".", p.model.dir, b.name)), target, test, p.texts)
+    call = Call("transfer", "transfer", (vector, [target], test, _p(report)), kwargs)
+    return _report_node(
+        "transfer", b.name, deps, report, ("model", "transfer"), call, (argv,), outs=(_p(report.with_suffix(".md")),)
+    )
+
+
+def _compose(p: Params, name: str) -> Node:
+    combo = p.combos[name]
+    bs = [p.behavior(v) for v in combo.vectors]
+    vectors = [_p(vector_path(".", p.model.dir, b.name, b.train.layer)) for b in bs]
+    tests = {b.name: _p(pairs_file(".", b.name, "test")) for b in bs}
+    report, limit = _p(report_path(".", "compose", p.model.dir, name)), p.compose_options.limit
+    kwargs = {"model": p.model.spec, "cfg": p.compose, "limit": limit, "probe_texts": p.texts, "name": name}
+    argv = _line(
+        "compose",
+        vector=vectors,
+        weight=list(combo.weights),
+        test=[f"{b}={t}" for b, t in tests.items()],
+        name=name,
+        out=report,
+        model=p.model.spec,
+        cfg=p.compose,
+        limit=limit,
+        probe_texts=p.texts,
+    )
+    deps = (*[_p(vector_dir(".", p.model.dir, b.name)) for b in bs], *tests.values(), p.texts)
+    call = Call("compose", "compose", (vectors, tests, list(combo.weights), report), kwargs)
+    return _report_node("compose", name, deps, report, ("model", "compose", f"combos.{name}"), call, (argv,))
+
+
+def _catalog(p: Params, _: None) -> Node:
+    deps = (_p(vectors_dir(".", p.model.dir)), _p(reports_dir(".", "eval", p.model.dir)))
+    return Node(
+        "catalog",
+        None,
+        deps,
+        (CATALOG,),
+        call=Call("catalog", "catalog", (".",)),
+        argv=(_line("catalog", "build", root="."),),
+    )
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """A stage of the graph: what it runs over and how one instance is made."""
+
+    name: str
+    over: str | None  # "behavior", "combo" or None (runs once)
+    node: Callable[[Params, Any], Node]
+
+
+#: the stages in the order a person reads the chain (dvc.yaml lists them in this order too)
+STAGES: tuple[StageSpec, ...] = (
+    StageSpec("prepare", "behavior", _prepare),
+    StageSpec("train", "behavior", _train),
+    StageSpec("evaluate", "behavior", _evaluate),
+    StageSpec("derive", None, _derive),
+    StageSpec("transfer", "behavior", _transfer),
+    StageSpec("compose", "combo", _compose),
+    StageSpec("catalog", None, _catalog),
+)
+STAGE_NAMES = tuple(s.name for s in STAGES)
+
+
+def spec(stage: str) -> StageSpec:
+    for s in STAGES:
+        if s.name == stage:
+            return s
+    raise StageError(f"unknown stage {stage!r}", fix="use one of: " + ", ".join(STAGE_NAMES))
+
+
+def names(p: Params, stage: str, groups: tuple[str, ...] = ()) -> list[str | None]:
+    """The instances of a stage: every selected behavior (transfer: only ``behaviors``), combination, or one."""
+    over = spec(stage).over
+    if over == "behavior":
+        return list(p.behaviors) if stage == "transfer" else list(p.selected(groups))
+    if over == "combo":
+        return list(p.combos)
+    return [None]
+
+
+def node(p: Params, stage: str, name: str | None = None, groups: tuple[str, ...] = ()) -> Node:
+    """One stage instance; a missing or unknown name is a StageError that lists the known ones."""
+    s = spec(stage)
+    if s.over and not name:
+        raise StageError(
+            f"stage {stage!r} runs once per {s.over}: name one", fix=f"steerkit pipeline stage {stage} NAME"
+        )
+    if s.over == "behavior":
+        return s.node(p, p.behavior(name, groups))
+    if s.over == "combo":
+        if name not in p.combos:
+            raise StageError(
+                f"no combination {name!r} in combos",
+                where=str(p.path),
+                fix="use one of: " + (", ".join(sorted(p.combos)) or "(none defined)"),
+            )
+        return s.node(p, name)
+    return s.node(p, None)
+
+
+def nodes(p: Params, groups: tuple[str, ...] = ()) -> list[Node]:
+    """Every stage instance of the pipeline, in stage order."""
+    return [node(p, s.name, n, groups) for s in STAGES for n in names(p, s.name, groups)]
+
+
+def is_within(path: str, folder: str) -> bool:
+    """``path`` is ``folder`` or lies inside it."""
+    a, b = PurePosixPath(path), PurePosixPath(folder)
+    return a == b or b in a.parents
+
+
+def upstream(n: Node, every: list[Node]) -> list[Node]:
+    """The nodes that write (part of) what ``n`` reads."""
+    return [
+        m for m in every if m is not n and any(is_within(d, o) or is_within(o, d) for d in n.deps for o in m.outputs)
+    ]

@@ -1,0 +1,76 @@
+"""What a flow run has to do: the graph's stage instances, which of them run, and what keys their cache.
+
+A stage runs when DVC reports it changed (or anything it reads changed), when DVC does not know
+it (an optional behavior), or with ``force``; everything downstream of a stage that runs, runs
+too. A task's cache key holds its command lines (its parameters), the hashes of the files it
+reads that no running task makes, and the results of the tasks it reads from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..fileio import sha256_tree
+from . import graph
+from .params import Params
+
+#: derive needs nothing: first, so it runs beside prepare instead of holding up transfer later
+ORDER = ("derive", "prepare", "train", "evaluate", "transfer", "compose")
+
+
+@dataclass
+class Task:
+    """One stage instance in a flow run."""
+
+    node: graph.Node
+    run: bool
+    upstream: list[graph.Node]  # the running tasks it reads from
+    inputs: dict[str, str | None]  # sha256 of what it reads that no running task makes
+
+    @property
+    def refresh(self) -> bool:
+        """Its outputs are missing: a cached result would lie, so it runs whatever the cache says."""
+        return any(sha256_tree(o) is None for o in self.node.outputs)
+
+
+def make_plan(
+    p: Params,
+    groups: tuple[str, ...] = (),
+    stale: set[str] | None = None,
+    known: set[str] | None = None,
+    force: bool = False,
+) -> list[Task]:
+    """The tasks of a run in ``ORDER`` (the catalog is built after the commit, not planned here).
+
+    ``stale``/``known`` are DVC's view (None: no DVC repository, so everything runs).
+    """
+    every = [n for n in graph.nodes(p, groups) if n.stage in ORDER]
+    every.sort(key=lambda n: ORDER.index(n.stage))
+    run: dict[str, bool] = {}
+    for n in every:
+        needed = force or stale is None or n.address not in (known or set()) or n.address in stale
+        ups = graph.upstream(n, every)
+        run[n.address] = needed or any(run[u.address] for u in ups)
+    tasks = []
+    for n in every:
+        ups = [u for u in graph.upstream(n, every) if run[u.address]]
+        made = {o for u in ups for o in u.outputs}
+        reads = [d for d in n.deps if not any(graph.is_within(d, o) or graph.is_within(o, d) for o in made)]
+        tasks.append(Task(n, run[n.address], ups, {d: sha256_tree(d) for d in reads}))
+    return tasks
+
+
+def edited_outputs(results: dict[str, dict]) -> list[str]:
+    """Outputs that differ from what their (possibly cached) task recorded: never commit those."""
+    return [
+        f"{address}: {path}"
+        for address, res in results.items()
+        for path, sha in res["outputs"].items()
+        if sha256_tree(path) != sha
+    ]
+
+
+def catalog_due(force: bool, stale: set[str] | None, anything_ran: bool, catalog: str) -> bool:
+    """Rebuild the catalog after a run: if asked, if DVC says so or does not know, after any stage, or if missing."""
+    return force or stale is None or "catalog" in stale or anything_ran or not Path(catalog).exists()

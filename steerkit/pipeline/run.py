@@ -1,0 +1,168 @@
+"""Running one stage of params.yaml: in this process (``steerkit pipeline stage``), or in its own (the flow).
+
+``run_stage`` loads params.yaml, takes the stage's node from the graph and calls its stage
+function directly — no command line in between. While it runs, errors name the params.yaml keys
+the user would edit. ``stage_process`` runs the same thing as a child process (what ``dvc repro``
+does, and what the flow does for each task) with its output streamed line by line.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..config import knob_names
+from ..errors import spelled
+from ..eval.config import ComposeConfig, EvalConfig, TransferConfig
+from ..stages.options import (
+    ComposeOptions,
+    EvaluateOptions,
+    TrainOptions,
+    TransferOptions,
+)
+from ..train.config import BipoConfig, LoraConfig
+from .graph import Node, StageError, node
+from .params import DEFAULT_PARAMS, Params, load_params
+
+#: the settings each stage's errors may name, and the params.yaml section they live in
+_SECTIONS: dict[str, tuple[str, tuple[type, ...]]] = {
+    "train": ("train", (BipoConfig, TrainOptions)),
+    "evaluate": ("evaluate", (EvalConfig, EvaluateOptions)),
+    "derive": ("derive", (LoraConfig,)),
+    "transfer": ("transfer", (TransferConfig, TransferOptions)),
+    "compose": ("compose", (ComposeConfig, ComposeOptions)),
+}
+
+
+def params_spelling(stage: str, name: str | None) -> dict[str, str]:
+    """How a stage's settings are written in params.yaml (for error messages: ``train.lr``, ...)."""
+    if stage == "prepare":
+        return {
+            "fmt": f"behaviors.{name}.data.format",
+            "inputs": f"behaviors.{name}.data.train",
+            "test_inputs": f"behaviors.{name}.data.test",
+            "mapping": f"behaviors.{name}.data.columns",
+        }
+    if stage not in _SECTIONS:
+        return {}
+    section, types = _SECTIONS[stage]
+    out = {}
+    for cls in types:
+        for f in knob_names(cls):
+            out[f] = f"behaviors.{name}.{section}.{f}" if name and stage in ("train", "evaluate") else f"{section}.{f}"
+    return out
+
+
+def run_stage(
+    stage: str,
+    name: str | None = None,
+    params: str | Path | Params = DEFAULT_PARAMS,
+    groups: tuple[str, ...] = (),
+    echo: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run one stage instance from the project root; raise a SteerkitError naming what to fix if it fails."""
+    p = params if isinstance(params, Params) else load_params(params)
+    n = node(p, stage, name, groups)
+    say = echo or print
+    say(
+        f"{n.address}: "
+        + " + ".join(f"steerkit {' '.join(a[:2])} …" for a in n.argv)
+        + "  (all command lines: `steerkit pipeline check --commands`)"
+    )
+    t0 = time.perf_counter()
+    with spelled(params_spelling(stage, name), kind="params"):
+        n.call.run()
+    return {"stage": stage, "name": name, "outputs": list(n.outputs), "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def offline_env(root: str | Path = ".") -> None:
+    """The Makefile's Prefect/DVC settings, for runs started without it (existing values win).
+
+    Prefect state stays in the project (``.prefect/``), no telemetry (its absence causes
+    "database is locked" errors offline), and a patient start for the temporary local API.
+    Must run before prefect is imported.
+    """
+    root = Path(root).resolve()
+    for key, value in {
+        "PREFECT_HOME": str(root / ".prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+        "DVC_NO_ANALYTICS": "1",
+        "DVC_SITE_CACHE_DIR": str(root / ".cache" / "dvc-site"),
+        "TOKENIZERS_PARALLELISM": "false",
+    }.items():
+        os.environ.setdefault(key, value)
+
+
+def stage_argv(n: Node, params: str) -> list[str]:
+    """The command dvc.yaml runs for this stage (`steerkit pipeline stage ...`), for this Python."""
+    return [
+        sys.executable,
+        "-m",
+        "steerkit.cli",
+        "pipeline",
+        "stage",
+        n.stage,
+        *([n.name] if n.name else []),
+        "--params",
+        params,
+    ]
+
+
+def stage_process(n: Node, root: str | Path, params: str, threads: int | None, log: Callable[[str], None]) -> None:
+    """Run one stage in its own process (as `dvc repro` does), its output going to ``log`` line by line.
+
+    A process per stage keeps stages that run at the same time apart (model loading, RNG seeds,
+    torch threads). A line every 30 s says the stage is still running while it prints nothing.
+    """
+    env = dict(os.environ)
+    env.setdefault("COLUMNS", "200")  # command lines and tables on one log line each
+    if threads:
+        env.setdefault("OMP_NUM_THREADS", str(threads))
+    argv = stage_argv(n, params)
+    t0 = time.perf_counter()
+    tail: list[str] = []
+    proc = subprocess.Popen(
+        argv,
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        bufsize=1,
+    )
+    beat = threading.Event()
+
+    def heartbeat() -> None:
+        while not beat.wait(30):
+            log(f"… {n.address} running for {time.perf_counter() - t0:.0f} s")
+
+    threading.Thread(target=heartbeat, daemon=True).start()
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            for part in line.rstrip("\n").split("\r"):
+                if part.strip():
+                    log(f"{n.address} | {part.rstrip()}")
+                    tail = (tail + [part.rstrip()])[-15:]
+        code = proc.wait()
+    finally:
+        beat.set()
+        if proc.poll() is None:
+            proc.kill()
+    if code != 0:
+        raise StageError(
+            f"stage {n.address} failed (exit status {code}): "
+            + " / ".join(x.strip() for x in tail if x.strip())[-1500:],
+            fix=f"run `steerkit pipeline stage {n.stage}{' ' + n.name if n.name else ''}` "
+            "in the project root to see it alone",
+        )

@@ -1,0 +1,254 @@
+"""What a pipeline run says at the end: one row per behavior (its swings, transfer, composition), a
+message, a markdown report and a table (the flow's Prefect artifacts), and the printed summary."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..layout import catalog_path, report_path
+from .params import Params
+
+SWING_NOTE = (
+    "**Swing** = metric at the largest multiplier − at the smallest (held-out pairs). "
+    "**Retention** = swing on the LoRA-derived model / swing on the base. "
+    "**Kept** = a behavior's swing with both vectors applied / with its own alone."
+)
+
+
+@dataclass
+class Outcome:
+    """How a run went: per stage instance (its address) its result or its error."""
+
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)  # address -> {outputs, seconds, status}
+    failed: dict[str, str] = field(default_factory=dict)  # address -> error
+    edited: list[str] = field(default_factory=list)
+    up_to_date: int = 0
+    committed: list[str] = field(default_factory=list)
+    catalog_rebuilt: bool = False
+
+    def status(self, address: str) -> str:
+        if address in self.failed:
+            return "failed"
+        return self.results[address]["status"] if address in self.results else "up to date"
+
+    def record(self, address: str, state: Any) -> None:
+        """A finished task's result, or why it has none (a Prefect state, read through its public methods)."""
+        if state.is_completed():
+            self.results[address] = {**state.result(), "status": "cached" if state.name == "Cached" else "ran"}
+        elif not state.is_final():  # never started: a task it reads from failed
+            self.failed[address] = "not run: a stage it depends on failed"
+        else:
+            try:
+                exc = state.result(raise_on_failure=False)
+            except Exception as e:
+                exc = e
+            self.failed[address] = f"{state.name}: {exc}" if exc is not None else state.name
+
+
+class PipelineFailed(RuntimeError):
+    """A stage failed (or its cached outputs were edited); nothing was committed. ``summary`` says what ran."""
+
+    def __init__(self, message: str, summary: dict[str, Any]) -> None:
+        super().__init__(message, summary)  # both in args: the exception pickles whole
+        self.summary = summary
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def _read_json(path: str | Path) -> dict | None:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def rows(p: Params, out: Outcome, groups: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """One row per selected behavior, read from its reports (missing reports give dashes, not errors)."""
+    table = []
+    for name, b in p.selected(groups).items():
+        ev = _read_json(report_path(".", "eval", p.model.dir, name)) or {}
+        tr = _read_json(report_path(".", "transfer", p.model.dir, name)) if b.group is None else None
+        s, base = ev.get("summary") or {}, (ev.get("baseline") or {}).get("summary") or {}
+        retention = None
+        if tr and tr.get("retention"):
+            vals = [r.get("margin_swing") for r in tr["retention"].values() if isinstance(r, dict)]
+            retention = vals[0] if len(vals) == 1 else None
+        kept = {}
+        for combo in p.combos.values():
+            if name in combo.vectors:
+                co = _read_json(report_path(".", "compose", p.model.dir, combo.name)) or {}
+                kept[combo.name] = (co.get("kept") or {}).get(name)
+        stages = {
+            st: out.status(f"{st}@{name}")
+            for st in ("prepare", "train", "evaluate", "transfer")
+            if st != "transfer" or b.group is None
+        }
+        table.append(
+            {
+                "behavior": name,
+                "layer": b.train.layer,
+                "norm": (ev.get("vector") or {}).get("norm"),
+                "margin_swing": s.get("margin_swing"),
+                "caa_margin_swing": base.get("margin_swing"),
+                "win_swing": s.get("win_swing"),
+                "fluency_cost_at_1": s.get("fluency_cost_at_1"),
+                "retention": retention,
+                "kept": kept,
+                "stages": stages,
+                "plot": report_path(".", "eval", p.model.dir, name, "png").as_posix(),
+            }
+        )
+    return table
+
+
+def message(out: Outcome, has_dvc: bool, commit: bool, seconds: float) -> str:
+    """One line: what failed, or how many stages ran, came from the cache, were up to date, were committed."""
+    if out.failed:
+        return (
+            "failed: "
+            + "; ".join(f"{a} ({v.splitlines()[0][:300]})" for a, v in out.failed.items())
+            + " — nothing committed to DVC, catalog unchanged"
+        )
+    if out.edited:
+        return (
+            "outputs changed since Prefect cached them: "
+            + ", ".join(out.edited)
+            + " — nothing committed; run again with --refresh-cache"
+        )
+    ran = sum(1 for r in out.results.values() if r["status"] == "ran")
+    cached = sum(1 for r in out.results.values() if r["status"] == "cached")
+    dvc_note = (
+        f"committed {len(out.committed)} stage(s) to dvc.lock"
+        if out.committed
+        else "nothing to commit"
+        if has_dvc and commit
+        else "not committed (--no-commit)"
+        if has_dvc
+        else "no DVC repository: nothing committed"
+    )
+    return f"done in {seconds:.0f} s: {ran} stage(s) ran, {cached} cached, {out.up_to_date} up to date; {dvc_note}"
+
+
+def summarize(
+    p: Params, out: Outcome, has_dvc: bool, commit: bool, seconds: float, root: str | Path, groups: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """The run's summary (JSON-able): ``ok``, ``message``, the rows and where the plots and catalog are."""
+    catalog = catalog_path(".")
+    return {
+        "ok": not out.failed and not out.edited,
+        "message": message(out, has_dvc, commit, seconds),
+        "rows": rows(p, out, groups),
+        "failed": dict(out.failed),
+        "edited": list(out.edited),
+        "committed": list(out.committed),
+        "catalog": str(catalog) if catalog.exists() else None,
+        "catalog_rebuilt": out.catalog_rebuilt,
+        "seconds": round(seconds, 1),
+        "model": p.model.spec,
+        "root": str(root),
+        "compose": {c: report_path(".", "compose", p.model.dir, c, "png").as_posix() for c in p.combos},
+        "transfer": {b: report_path(".", "transfer", p.model.dir, b, "png").as_posix() for b in p.behaviors},
+    }
+
+
+def failed_summary(message_: str) -> dict[str, Any]:
+    """The summary of a run that failed before any stage ran."""
+    return {
+        "ok": False,
+        "message": message_,
+        "rows": [],
+        "failed": {},
+        "edited": [],
+        "committed": [],
+        "catalog": None,
+        "catalog_rebuilt": False,
+        "compose": {},
+        "transfer": {},
+    }
+
+
+def _num(x: Any, fmt: str = "{:+.2f}") -> str:
+    return "—" if not isinstance(x, (int, float)) or isinstance(x, bool) else fmt.format(x)
+
+
+def table_rows(summary: dict[str, Any]) -> list[dict[str, str]]:
+    """The rows as a person reads them (the flow's table artifact)."""
+    return [
+        {
+            "behavior": r["behavior"],
+            "layer": str(r["layer"]),
+            "norm": _num(r["norm"], "{:.2f}"),
+            "margin swing (BiPO)": _num(r["margin_swing"]),
+            "margin swing (CAA, same norm)": _num(r["caa_margin_swing"]),
+            "win swing": _num(r["win_swing"]),
+            "fluency cost (m=±1)": _num(r["fluency_cost_at_1"], "{:.1%}"),
+            "transfer retention": _num(r["retention"], "{:.2f}"),
+            "kept when composed": ", ".join(f"{c}: {_num(v, '{:.2f}')}" for c, v in r["kept"].items()) or "—",
+            "stages": ", ".join(f"{k} {v}" for k, v in r["stages"].items()),
+        }
+        for r in summary["rows"]
+    ]
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    """The run's report as markdown (the flow's markdown artifact)."""
+    table = table_rows(summary)
+    head = "| " + " | ".join(table[0]) + " |\n|" + "---|" * len(table[0]) + "\n" if table else ""
+    body = "".join("| " + " | ".join(str(v).replace("|", "\\|") for v in row.values()) + " |\n" for row in table)
+    plots = "\n".join(f"- `{r['plot']}`" for r in summary["rows"])
+    return (
+        f"# steerkit pipeline — {'succeeded' if summary['ok'] else 'FAILED'}\n\n"
+        f"Model `{summary['model']}`, project `{summary.get('root', '.')}`.\n\n{summary['message']}\n\n{head}{body}\n"
+        f"{SWING_NOTE}\n\nPlots:\n{plots}\n\nCatalog: `{summary['catalog'] or '(none)'}`"
+        + (" (rebuilt)" if summary["catalog_rebuilt"] else "")
+        + "\n"
+    )
+
+
+def print_summary(summary: dict[str, Any], console: Any) -> None:
+    """The run's summary table and where its plots and catalog are."""
+    from rich.console import Console
+    from rich.table import Table
+
+    if not console.is_terminal:  # a log file, CI or a scheduled run: rich would cut the table at 80 columns
+        console = Console(file=console.file, width=max(console.width, 170))
+    caa = any(r["caa_margin_swing"] is not None for r in summary["rows"])
+    table = Table(
+        "behavior",
+        "layer",
+        "|v|",
+        "margin swing",
+        *(["CAA, same |v|"] if caa else []),
+        "win swing",
+        "fluency cost m=±1",
+        "transfer retention",
+        "kept composed",
+        title=f"steerkit pipeline on {summary.get('model', '?')} (swings: m = min → max)",
+    )
+    for r in summary["rows"]:
+        table.add_row(
+            r["behavior"],
+            str(r["layer"]),
+            _num(r["norm"], "{:.2f}"),
+            _num(r["margin_swing"]),
+            *([_num(r["caa_margin_swing"])] if caa else []),
+            _num(r["win_swing"]),
+            _num(r["fluency_cost_at_1"], "{:.1%}"),
+            _num(r["retention"], "{:.2f}"),
+            "\n".join(f"{c}: {_num(v, '{:.2f}')}" for c, v in r["kept"].items()) or "—",
+        )
+    if summary["rows"]:
+        console.print(table)
+    for r in summary["rows"]:
+        console.print(f"plot      {r['plot']}", highlight=False, soft_wrap=True)
+    for path in summary.get("transfer", {}).values():
+        console.print(f"transfer  {path}", highlight=False, soft_wrap=True)
+    for path in summary.get("compose", {}).values():
+        console.print(f"compose   {path}", highlight=False, soft_wrap=True)
+    console.print(f"catalog   {summary.get('catalog') or '(not built)'}", highlight=False, soft_wrap=True)
+    style = "green" if summary["ok"] else "bold red"
+    console.print(f"[{style}]{summary['message']}[/]", highlight=False, soft_wrap=True)

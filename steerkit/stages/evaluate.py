@@ -1,0 +1,75 @@
+"""The evaluate stage: a vector (+ its CAA baseline) and held-out pairs → ``reports/eval/<model>/<name>.{json,png}``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..config import to_plain
+from ..data.readers import load_pairs
+from ..data.texts import neutral_texts
+from ..errors import DataError, setting
+from ..eval.config import EvalConfig
+from ..eval.judges import make_judge
+from ..eval.report import evaluate_vector, write_report
+from ..layout import report_name, report_path
+from ..models import LoadedModel, load_model
+from ..vector import SteeringVector
+
+
+@dataclass
+class Evaluated:
+    """The report and the files it was written to."""
+
+    report: dict[str, Any]
+    json: Path
+    png: Path
+
+
+def default_out(vector: SteeringVector, where: str, model: str, root: str | Path = ".", stage: str = "eval") -> Path:
+    """``reports/<stage>/<model>/<behavior>[.<method>].json`` for a vector whose metadata names its behavior."""
+    behavior = vector.meta.get("behavior")
+    if not behavior:
+        raise DataError(
+            "the vector's metadata names no behavior, so the report path cannot be derived",
+            where=where,
+            fix=f"name the report file: {setting('out', f'reports/{stage}/<model>/<name>.json')}",
+        )
+    return report_path(root, stage, model, report_name(behavior, vector.meta.get("method")))
+
+
+def evaluate(
+    vector_file: str | Path,
+    test_file: str | Path,
+    out: str | Path | None = None,
+    *,
+    model: str | LoadedModel,
+    cfg: EvalConfig | None = None,
+    limit: int | None = None,
+    texts: str | Path | None = None,
+    baseline: str | Path | None = None,
+    root: str | Path = ".",
+    device: str | None = None,
+    dtype: str | None = None,
+) -> Evaluated:
+    """Evaluate ``vector_file`` (and ``baseline``, scaled to its norm) on ``test_file``; write JSON + PNG."""
+    cfg = cfg or EvalConfig()
+    vec = SteeringVector.load(vector_file)
+    base = SteeringVector.load(baseline) if baseline else None
+    pairs = load_pairs(test_file, limit)
+    neutral = neutral_texts(texts)
+    judge = make_judge(cfg.judge, behavior=vec.meta.get("behavior")) if cfg.judge == "openai" else make_judge(cfg.judge)
+    spec = model.name if isinstance(model, LoadedModel) else model
+    out = Path(out) if out is not None else default_out(vec, str(vector_file), spec, root)  # before a model loads
+    lm = model if isinstance(model, LoadedModel) else load_model(model, device=device, dtype=dtype)
+    report = evaluate_vector(lm.model, lm.tokenizer, vec, pairs, cfg, judge=judge, texts=neutral, compare=base)
+    report.update(
+        model=lm.name,
+        vector_file=str(vector_file),
+        test_file=str(test_file),
+        baseline_file=str(baseline) if baseline else None,
+        config=to_plain(cfg),
+    )
+    json_path, png_path = write_report(report, out)
+    return Evaluated(report, json_path, png_path)

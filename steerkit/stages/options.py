@@ -1,0 +1,76 @@
+"""What each stage takes besides its configuration type: which data, how much of it, which extra files.
+
+These are knobs like the configurations' (one place each, with their help): ``params.yaml``
+sections and the CLI's options are checked against them. No torch here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..config import knob
+from ..data.readers import PAIR_FORMATS
+
+BASELINES = ("caa", "none")
+METHODS = ("bipo", "caa")
+
+
+def _limit(what: str) -> int | None:
+    return knob(None, f"Use only the first N {what} (all when not given).", minimum=1)
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """A behavior's data: its training file, its held-out file and their format (``params.yaml``'s ``data:``)."""
+
+    train: str = knob("", "The training pairs file (any format steerkit reads).")
+    test: str = knob("", "The held-out pairs file: the test split, never trained on.")
+    format: str = knob("auto", "The files' format (auto sniffs it).", choices=PAIR_FORMATS)
+    columns: str | None = knob(
+        None,
+        "For any other table: which columns hold the pair, e.g. question=prompt,matching=chosen,not_matching=rejected.",
+    )
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """What the train stage trains on and beside BiPO (``params.yaml``'s ``train:`` keys besides BipoConfig's)."""
+
+    limit: int | None = _limit("training pairs")
+    baseline: str = knob(
+        "caa",
+        "Also train a CAA vector at the same layer (the evaluation compares it at BiPO's norm); none skips it.",
+        choices=BASELINES,
+    )
+
+
+@dataclass(frozen=True)
+class EvaluateOptions:
+    """What the evaluate stage reads besides the vector and its test pairs."""
+
+    limit: int | None = _limit("test pairs")
+    texts: str | None = knob(None, "Neutral texts for the fluency cost, one per line (default: steerkit's own).")
+
+
+@dataclass(frozen=True)
+class DeriveOptions:
+    """What the derive stage trains on (besides LoraConfig's knobs)."""
+
+    limit: int | None = _limit("examples of each file")
+    probe_texts: str | None = knob(None, "Texts measuring how far the model moved (default: steerkit's neutral texts).")
+
+
+@dataclass(frozen=True)
+class TransferOptions:
+    """What the transfer stage reads besides the vector, its targets and its test pairs."""
+
+    limit: int | None = _limit("test pairs")
+    probe_texts: str | None = knob(None, "Texts for the model-shift check (default: steerkit's neutral texts).")
+
+
+@dataclass(frozen=True)
+class ComposeOptions:
+    """What the compose stage reads besides the vectors and the behaviors' test pairs."""
+
+    limit: int | None = _limit("test pairs per behavior")
+    probe_texts: str | None = knob(None, "Texts for the fluency check (default: steerkit's neutral texts).")

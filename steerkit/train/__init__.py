@@ -1,0 +1,1 @@
+"""Training: BiPO (engines, loop, checkpoints; BipoConfig is THE training config), CAA, and LoRA-derived models."""

@@ -1,0 +1,138 @@
+"""The two engines that compute BiPO's log-probabilities: the plain one (the oracle) and the fast one.
+
+* ``PlainEngine`` reads like the equation: a reference forward every step and a full forward +
+  backward with a hook on layer L.
+* ``FastEngine`` computes what does not depend on v once (reference log-probs, and the residual
+  stream leaving layer L), then each step runs only layers L+1.., the final norm and the LM head at
+  response positions, with both answers packed into one sequence that shares the prompt.
+
+Both return (log p(matching), log p(not matching)) per pair; tests hold them equal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from ..errors import TrainingError, setting
+from ..forward import capture_output, only_layers_after, packed_forward, sequence_logps
+from ..models import decoder_layers, model_device
+from ..packing import EncodedPair, pack, segment_logps
+from ..vector import add_to_output
+
+
+class Engine(Protocol):
+    def ref_logps(self, idx: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def logps(self, idx: Sequence[int], delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+class PlainEngine:
+    """Reference forward each step; policy forward through the whole model with a hook at layer L."""
+
+    def __init__(self, model: nn.Module, pairs: Sequence[EncodedPair], layer: int, pad_id: int) -> None:
+        self.model, self.pairs, self.layer, self.pad_id = model, pairs, layer, pad_id
+
+    def _both(self, idx: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        prompts = [self.pairs[i].prompt for i in idx]
+        pos = sequence_logps(self.model, prompts, [self.pairs[i].matching for i in idx], self.pad_id)
+        neg = sequence_logps(self.model, prompts, [self.pairs[i].not_matching for i in idx], self.pad_id)
+        return pos, neg
+
+    def ref_logps(self, idx: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            return self._both(idx)
+
+    def logps(self, idx: Sequence[int], delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with add_to_output(decoder_layers(self.model)[self.layer], delta):
+            return self._both(idx)
+
+
+class FastEngine:
+    """Caches the reference log-probs and layer-L outputs once; each step runs layers L+1.. only."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        pairs: Sequence[EncodedPair],
+        layer: int,
+        pad_id: int,
+        cache_batch: int = 8,
+        check: bool = True,
+    ) -> None:
+        self.model, self.pairs, self.layer, self.pad_id = model, pairs, layer, pad_id
+        self.device = model_device(model)
+        self.dtype = next(model.parameters()).dtype
+        self.hidden: list[torch.Tensor] = []  # per pair: [T_i, H] output of layer L
+        ref_pos, ref_neg = [], []
+        order = sorted(range(len(pairs)), key=lambda i: pairs[i].packed_length)
+        hidden_by_idx: dict[int, torch.Tensor] = {}
+        with torch.no_grad():
+            for s in range(0, len(order), cache_batch):
+                idx = order[s : s + cache_batch]
+                batch = pack([pairs[i] for i in idx], pad_id, self.dtype).to(self.device)
+                store: list[torch.Tensor] = []
+                with capture_output(decoder_layers(model)[layer], store):
+                    logits = packed_forward(model, batch)
+                pos, neg = segment_logps(logits, batch)
+                for j, i in enumerate(idx):
+                    hidden_by_idx[i] = store[0][j, : pairs[i].packed_length].clone()
+                    ref_pos.append((i, pos[j]))
+                    ref_neg.append((i, neg[j]))
+        self.hidden = [hidden_by_idx[i] for i in range(len(pairs))]
+        self._ref_pos = torch.stack([v for _, v in sorted(ref_pos, key=lambda t: t[0])])
+        self._ref_neg = torch.stack([v for _, v in sorted(ref_neg, key=lambda t: t[0])])
+        if check:
+            self.check_exact()
+
+    @property
+    def cache_bytes(self) -> int:
+        return sum(h.numel() * h.element_size() for h in self.hidden)
+
+    def ref_logps(self, idx: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        i = torch.tensor(list(idx))
+        return self._ref_pos[i], self._ref_neg[i]
+
+    def logps(self, idx: Sequence[int], delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = pack([self.pairs[i] for i in idx], self.pad_id, self.dtype).to(self.device)
+        T = max(batch.lengths)
+        embeds = torch.zeros((len(idx), T, self.hidden[0].shape[-1]), dtype=self.dtype, device=self.device)
+        for b, i in enumerate(idx):
+            embeds[b, : batch.lengths[b]] = self.hidden[i]
+        embeds = embeds + delta.to(self.dtype)
+        with only_layers_after(self.model, self.layer) as base:
+            hidden = base(
+                inputs_embeds=embeds,
+                attention_mask=batch.attention_mask,
+                position_ids=batch.position_ids,
+                use_cache=False,
+            ).last_hidden_state
+        logits = self.model.get_output_embeddings()(hidden[batch.pred_b, batch.pred_pos])
+        return segment_logps(logits, batch)
+
+    def check_exact(self, n: int = 2) -> None:
+        """Layers L+1.. on the cached stream must reproduce the full model; else this architecture is unsupported."""
+        idx = list(range(min(n, len(self.pairs))))
+        with torch.no_grad():
+            pos, neg = self.logps(idx, torch.zeros(self.hidden[0].shape[-1], device=self.device))
+            plain = PlainEngine(self.model, self.pairs, self.layer, self.pad_id).ref_logps(idx)
+        got, want = torch.cat([pos, neg]), torch.cat(plain)
+        tol = (1e-3 if self.dtype == torch.float32 else 5e-2) * (1 + want.abs())
+        if not bool(((got - want).abs() <= tol).all()):
+            raise TrainingError(
+                f"the fast BiPO engine does not reproduce {type(self.model).__name__} "
+                f"(max log-prob difference {float((got - want).abs().max()):.3g})",
+                fix=f"train with the plain engine ({setting('engine', 'plain')}) for this architecture",
+            )
+
+
+def make_engine(name: str, model: nn.Module, pairs: Sequence[EncodedPair], layer: int, pad_id: int) -> Engine:
+    """The engine called ``name``: "fast" (cached, exact) or "plain" (the reference)."""
+    if name == "plain":
+        return PlainEngine(model, pairs, layer, pad_id)
+    if name == "fast":
+        return FastEngine(model, pairs, layer, pad_id)
+    raise TrainingError(f"unknown engine {name!r}", where="engine", fix="use fast or plain")
