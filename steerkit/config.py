@@ -78,7 +78,8 @@ def problems(cfg: Any) -> list[tuple[str, str]]:
         value, meta = getattr(cfg, f.name), f.metadata
         if value is None:
             continue
-        if meta.get("choices") and value not in meta["choices"]:
+        values = value if isinstance(value, tuple) else (value,)
+        if meta.get("choices") and any(v not in meta["choices"] for v in values):
             out.append((f.name, f"must be one of {', '.join(meta['choices'])}, found {value!r}"))
         numbers = value if isinstance(value, tuple) else (value,)
         numeric = [v for v in numbers if isinstance(v, (int, float)) and not isinstance(v, bool)]

@@ -8,6 +8,7 @@ rejected by its loader, and any bad tensor makes it skip the whole file.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,13 @@ def to_llamacpp_gguf(
             f"negative layer index(es) {[i for i in vector.layers if i < 0]} cannot be exported",
             where=vector.source or "layers",
             fix="train the vector at layer 1 or later",
+        )
+    where = vector.meta.get("positions", "all")
+    if where != "all":
+        warnings.warn(
+            f"the vector is meant to be added at {where} positions, but llama.cpp adds a control vector "
+            "at every position: it will steer differently there",
+            stacklevel=2,
         )
     path = Path(path)
     with atomic_output(path) as tmp:

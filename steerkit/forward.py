@@ -80,3 +80,25 @@ def only_layers_after(model: nn.Module, layer: int) -> Iterator[nn.Module]:
         yield base
     finally:
         setattr(base, name, full)
+
+
+def layer_stream(model: nn.Module, layer: int, **inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One full forward: the stream leaving decoder layer ``layer`` and the final hidden states ([B, T, H] each)."""
+    store: list[torch.Tensor] = []
+    with capture_output(decoder_layers(model)[layer], store):
+        final = decoder_stack(model)(use_cache=False, **inputs).last_hidden_state
+    return store[0], final
+
+
+def after_layer(
+    model: nn.Module,
+    layer: int,
+    stream: torch.Tensor,
+    attention_mask: torch.Tensor,
+    position_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The final hidden states when the stream leaving ``layer`` is ``stream``: layers ``layer+1..`` only."""
+    with only_layers_after(model, layer) as base:
+        return base(
+            inputs_embeds=stream, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+        ).last_hidden_state

@@ -45,12 +45,13 @@ def steered_generations(
     prompts: Sequence[str],
     max_new_tokens: int = 48,
     system: str | None = None,
+    positions: str = "all",
 ) -> list[Generation]:
-    """Every prompt under every multiplier of the (summed) vectors."""
+    """Every prompt under every multiplier of the (summed) vectors, added at ``positions``."""
     vector = vectors[0] if len(vectors) == 1 else weighted_sum(vectors)
     out: list[Generation] = []
     for m in multipliers:
-        with vector.apply(model, m):
+        with vector.apply(model, m, positions):
             texts = generate(model, tokenizer, prompts, max_new_tokens, system)
         out += [Generation(p, float(m), t) for p, t in zip(prompts, texts)]
     return out

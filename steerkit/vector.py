@@ -10,6 +10,7 @@ import json
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,11 +19,14 @@ import torch
 from torch import nn
 
 from .config import as_float
-from .errors import VectorError
+from .errors import VectorError, option, setting
 from .fileio import atomic_write_bytes, sha256_bytes
 from .models import decoder_layers, hidden_size, model_fingerprint
 
 FORMAT = "steerkit.vector"
+#: where a vector is added: every token, the prompt's tokens, or the tokens after the prompt
+POSITIONS = ("all", "prompt", "generated")
+_PROMPT_MASK: ContextVar[torch.Tensor | None] = ContextVar("steerkit_prompt_mask", default=None)
 FORMAT_VERSION = 1
 _TENSOR_PREFIX = "layer."
 
@@ -108,14 +112,20 @@ class SteeringVector:
             )
 
     @contextmanager
-    def apply(self, model: nn.Module, multiplier: float = 1.0) -> Iterator[SteeringVector]:
-        """Add ``multiplier × vector`` to each steered layer's output while the block runs."""
+    def apply(self, model: nn.Module, multiplier: float = 1.0, positions: str = "all") -> Iterator[SteeringVector]:
+        """Add ``multiplier × vector`` to each steered layer's output while the block runs.
+
+        ``positions``: ``"all"`` (every token: BiPO's training setting, and what llama.cpp does),
+        ``"prompt"`` (the prompt's tokens only) or ``"generated"`` (only the tokens after the prompt:
+        the decode steps of generation, or the answer tokens when an answer is scored).
+        """
         multiplier = as_float(multiplier)
+        check_positions(positions)
         self.check_fits(model)
         blocks = decoder_layers(model)
         with ExitStack() as stack:
             for i, v in self.layers.items():
-                stack.enter_context(add_to_output(blocks[i], v * multiplier))
+                stack.enter_context(add_to_output(blocks[i], v * multiplier, positions))
             yield self
 
     # --- files ---------------------------------------------------------------------------------
@@ -265,19 +275,59 @@ def _summary(v: SteeringVector) -> dict[str, Any]:
 
 
 @contextmanager
-def add_to_output(block: nn.Module, delta: torch.Tensor) -> Iterator[None]:
-    """Forward hook adding ``delta`` to a block's hidden-state output, removed on exit."""
+def prompt_positions(mask: torch.Tensor) -> Iterator[None]:
+    """Within the block, forwards of shape [B, T] know which positions are prompt (True) and which answer.
+
+    Scoring code sets it (an answer scored after its prompt is what would be generated); without it,
+    a forward that starts at position 0 is a prompt (prefill) and a later one a decode step.
+    """
+    token = _PROMPT_MASK.set(mask)
+    try:
+        yield
+    finally:
+        _PROMPT_MASK.reset(token)
+
+
+def check_positions(positions: str) -> str:
+    if positions not in POSITIONS:
+        raise VectorError(
+            f"positions {positions!r} is not one of {', '.join(POSITIONS)}",
+            where=option("positions"),
+            fix=f"e.g. {setting('positions', 'all')}",
+        )
+    return positions
+
+
+def steer_mask(hidden: torch.Tensor, kwargs: dict, positions: str) -> torch.Tensor | None:
+    """[B, T, 1] of 0/1: where ``positions`` steers in this forward (None: everywhere)."""
+    if positions == "all":
+        return None
+    mask = _PROMPT_MASK.get()
+    if mask is not None and tuple(mask.shape) == tuple(hidden.shape[:2]):
+        prompt = mask.to(hidden.device)
+    else:  # generation: the forward from position 0 is the prompt, a later one is a decode step
+        start = kwargs.get("cache_position")
+        first = int(start[0]) == 0 if isinstance(start, torch.Tensor) and start.numel() else hidden.shape[1] > 1
+        prompt = torch.full(hidden.shape[:2], first, dtype=torch.bool, device=hidden.device)
+    keep = prompt if positions == "prompt" else ~prompt
+    return keep.unsqueeze(-1).to(hidden.dtype)
+
+
+@contextmanager
+def add_to_output(block: nn.Module, delta: torch.Tensor, positions: str = "all") -> Iterator[None]:
+    """Forward hook adding ``delta`` to a block's hidden-state output (at ``positions``), removed on exit."""
     cache: dict[tuple, torch.Tensor] = {}
 
-    def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
+    def hook(_module: nn.Module, _inputs: Any, kwargs: dict, output: Any) -> Any:
         hidden = output[0] if isinstance(output, tuple) else output
         key = (hidden.device, hidden.dtype)
         if key not in cache:
             cache[key] = delta.to(device=hidden.device, dtype=hidden.dtype)
-        hidden = hidden + cache[key]
+        where = steer_mask(hidden, kwargs, positions)
+        hidden = hidden + (cache[key] if where is None else where * cache[key])
         return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
 
-    handle = block.register_forward_hook(hook)
+    handle = block.register_forward_hook(hook, with_kwargs=True)
     try:
         yield
     finally:

@@ -108,6 +108,7 @@ def make_entry(
         git_rev=git_head(root) if git_rev is _AUTO else git_rev,
         created=created,
         steerkit_version=__version__,
+        positions=str(meta.get("positions", "all")),
         format_version=fmt_version,
     )
 

@@ -62,6 +62,7 @@ class CatalogEntry:
     created: str | None = None
     steerkit_version: str | None = None
     format_version: int = 1
+    positions: str = "all"  # where the vector is meant to be added: all, prompt or generated
 
     @property
     def key(self) -> tuple[str, str, str, tuple[int, ...]]:

@@ -43,6 +43,7 @@ def evaluate(
     n_open: Optional[int] = knob_option(EvalConfig, "n_open"),
     batch_size: Optional[int] = knob_option(EvalConfig, "batch_size"),
     max_new_tokens: Optional[int] = knob_option(EvalConfig, "max_new_tokens"),
+    positions: Optional[list[str]] = knob_option(EvalConfig, "positions"),
     limit: Optional[int] = knob_option(EvaluateOptions, "limit"),
     texts: Optional[Path] = knob_option(EvaluateOptions, "texts"),
     baseline: Optional[Path] = typer.Option(None, help="A second vector (e.g. CAA), compared at this vector's norm."),
@@ -62,6 +63,11 @@ def evaluate(
             console.print(
                 _table(part, f"{title}: {part['vector'].get('method') or '?'} (|v| = {part['vector']['norm']:.3f})")
             )
+    for where, part in report.get("by_positions", {}).items():
+        console.print(
+            f"vector added at {where} positions: margin swing {part['margin_swing']:+.3f}, "
+            f"win swing {part['win_swing']:+.3f}"
+        )
     s = report["summary"]
     console.print(
         "summary: " + ", ".join(f"{k} = {v:.3f}" if isinstance(v, float) else f"{k} = {v}" for k, v in s.items())
@@ -108,6 +114,11 @@ def generate(
     multiplier: list[str] = typer.Option(["-2", "0", "2"], "--multiplier", "-x", help="Multipliers (repeatable)."),
     model: str = ModelOpt,
     max_new_tokens: int = typer.Option(48, help="Tokens to generate per answer."),
+    positions: str = typer.Option(
+        "all",
+        help="Where the vector is added: all (every token, as in training and in "
+        "llama.cpp), prompt (the prompt's tokens) or generated (the tokens after it).",
+    ),
     device: Optional[str] = DeviceOpt,
 ) -> None:
     """Generate greedy answers side by side for each multiplier."""
@@ -123,7 +134,7 @@ def generate(
         raise SteerkitError("no prompts given", fix="pass --prompt TEXT or --prompts-file FILE")
     vecs = [SteeringVector.load(v) for v in vector]
     lm = load_model(model, device=device)
-    gens = steered_generations(lm.model, lm.tokenizer, vecs, mults, prompts, max_new_tokens)
+    gens = steered_generations(lm.model, lm.tokenizer, vecs, mults, prompts, max_new_tokens, positions=positions)
     table = Table("prompt", *[f"m = {m:g}" for m in mults], show_lines=True)
     for p in prompts:
         table.add_row(p, *[g.text for m in mults for g in gens if g.prompt == p and g.multiplier == m])

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.table import Table
 
-from .options import command, console
+from .options import command, console, warn
 
 vector_app = typer.Typer(help="Inspect and convert steering-vector files.", no_args_is_help=True)
 
@@ -111,5 +112,9 @@ def export(
     if fmt != "llamacpp":
         raise SteerkitError(f"unknown export format {fmt!r}", where="--format", fix="use --format llamacpp")
     vec = SteeringVector.load(vector)
-    path = to_llamacpp_gguf(vec, out, multiplier=as_float(multiplier))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        path = to_llamacpp_gguf(vec, out, multiplier=as_float(multiplier))
+    for w in caught:
+        warn(str(w.message))
     console.print(f"[green]✓[/] {path} (llama.cpp control vector, layers {vec.layer_ids})")

@@ -16,11 +16,11 @@ from torch import nn
 
 from ..data.pairs import ContrastivePair
 from ..errors import DataError
-from ..forward import last_hidden
 from ..models import format_prompt, model_device, pad_token_id
 from ..packing import check_batch_size, chunked, right_pad
 from ..vector import SteeringVector
 from .curves import as_multipliers, mean
+from .scoring import Batch, Runner
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -135,28 +135,44 @@ def encode_ab(tokenizer: Any, items: Sequence[ABItem], system: str | None = None
     ]
 
 
-def ab_probabilities(
-    model: nn.Module, encoded: Sequence[EncodedAB], pad_id: int, batch_size: int = 8
-) -> list[tuple[float, float]]:
-    """Per item: (p of the matching letter normalised over the option letters, mass on all option letters)."""
+def ab_runner(
+    model: nn.Module, encoded: Sequence[EncodedAB], pad_id: int, batch_size: int = 8, cached: bool = True
+) -> Runner:
+    """A/B prompts right-padded in batches of similar length; every position is prompt (the letter comes next)."""
     check_batch_size(batch_size)
     device = model_device(model)
-    head = model.get_output_embeddings()
+    batches = []
+    for idx in chunked(sorted(range(len(encoded)), key=lambda i: len(encoded[i].prompt)), batch_size):
+        ids, mask = right_pad([encoded[i].prompt for i in idx], pad_id)
+        ids, mask = ids.to(device), mask.to(device)
+        batches.append(Batch(idx, ids, mask, mask.bool()))
+    return Runner(model, batches, cached)
+
+
+def letter_probabilities(
+    runner: Runner, encoded: Sequence[EncodedAB], finals: Sequence[torch.Tensor]
+) -> list[tuple[float, float]]:
+    """Per item: (p of the matching letter normalised over the option letters, mass on all option letters)."""
+    head = runner.model.get_output_embeddings()
     out: list[tuple[float, float]] = [(0.0, 0.0)] * len(encoded)
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].prompt))
     with torch.no_grad():
-        for idx in chunked(order, batch_size):
-            ids, mask = right_pad([encoded[i].prompt for i in idx], pad_id)
-            ids, mask = ids.to(device), mask.to(device)
-            hidden = last_hidden(model, ids, mask)
-            last = mask.sum(1) - 1  # right-padded: the last real token predicts the letter
-            probs = head(hidden[torch.arange(len(idx), device=device), last]).float().softmax(-1).cpu()
-            for b, i in enumerate(idx):
-                opts = probs[b, list(encoded[i].option_ids)].double()
+        for b, hidden in zip(runner.batches, finals):
+            last = b.attention_mask.sum(1) - 1  # right-padded: the last real token predicts the letter
+            probs = head(hidden[torch.arange(len(b.idx), device=hidden.device), last]).float().softmax(-1).cpu()
+            for row, i in enumerate(b.idx):
+                opts = probs[row, list(encoded[i].option_ids)].double()
                 total = float(opts.sum())
                 p = float(opts[encoded[i].matching]) / total if total > 0 else 1.0 / len(opts)
                 out[i] = (p, total)
     return out
+
+
+def ab_probabilities(
+    model: nn.Module, encoded: Sequence[EncodedAB], pad_id: int, batch_size: int = 8
+) -> list[tuple[float, float]]:
+    """Per item, unsteered: (p of the matching letter normalised over the options, mass on all option letters)."""
+    runner = ab_runner(model, encoded, pad_id, batch_size, cached=False)
+    return letter_probabilities(runner, encoded, runner.plain())
 
 
 def ab_curve(
@@ -167,6 +183,9 @@ def ab_curve(
     multipliers: Sequence[float],
     batch_size: int = 8,
     system: str | None = None,
+    positions: str = "all",
+    cached: bool = True,
+    runner: tuple[Runner, list[EncodedAB]] | None = None,
 ) -> list[dict]:
     """Mean probability of the matching option's letter (normalised over the options), per multiplier.
 
@@ -174,13 +193,15 @@ def ab_curve(
     does not answer with a letter at that multiplier, and ``p_matching`` means little there.
     """
     mults = as_multipliers(multipliers)
-    if not pairs:
-        raise DataError("no test pairs to evaluate", fix="pass a non-empty test file")
-    encoded = encode_ab(tokenizer, [ab_item(p) for p in pairs], system)
+    if runner is None:
+        if not pairs:
+            raise DataError("no test pairs to evaluate", fix="pass a non-empty test file")
+        encoded = encode_ab(tokenizer, [ab_item(p) for p in pairs], system)
+        runner = ab_runner(model, encoded, pad_token_id(tokenizer), batch_size, cached), encoded
+    run, encoded = runner
     rows = []
-    for m in mults:
-        with vector.apply(model, m):
-            res = ab_probabilities(model, encoded, pad_token_id(tokenizer), batch_size)
+    for m, finals in run.finals_many(vector, mults, positions).items():
+        res = letter_probabilities(run, encoded, finals)
         rows.append(
             {"multiplier": m, "p_matching": mean([p for p, _ in res]), "letter_mass": mean([t for _, t in res])}
         )

@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 from ..config import knob
 
+#: where a vector is added (steerkit.vector.POSITIONS, repeated here so that this module stays torch-free)
+POSITIONS = ("all", "prompt", "generated")
+
 #: judges of open-ended answers ("none": no open-ended answers are generated)
 JUDGES = ("none", "embedding", "refusal", "openai")
 
@@ -28,6 +31,13 @@ class EvalConfig:
     )
     batch_size: int = knob(8, "Pairs or texts per forward pass.", minimum=1)
     max_new_tokens: int = knob(40, "Tokens per open-ended answer.", minimum=1)
+    positions: tuple[str, ...] = knob(
+        ("all",),
+        "Where the vector is added: all, prompt or generated; the first is "
+        "evaluated in full, the others' margins beside it.",
+        choices=POSITIONS,
+        unique=True,
+    )
 
 
 @dataclass(frozen=True)

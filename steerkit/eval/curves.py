@@ -21,7 +21,6 @@ from torch import nn
 from ..config import as_float
 from ..data.pairs import ContrastivePair
 from ..errors import DataError, VectorError
-from ..forward import last_hidden, packed_forward
 from ..generate import steered_generations
 from ..models import model_device, pad_token_id
 from ..packing import (
@@ -35,6 +34,7 @@ from ..packing import (
 )
 from ..vector import SteeringVector
 from .judges import Judge
+from .scoring import Batch, Runner
 
 
 def as_multipliers(multipliers: Sequence[Any]) -> list[float]:
@@ -69,6 +69,49 @@ def ratio(num: float | None, den: float | None) -> float | None:
     return float(num / den)
 
 
+def pair_runner(
+    model: nn.Module,
+    tokenizer: Any,
+    pairs: Sequence[ContrastivePair],
+    batch_size: int = 8,
+    system: str | None = None,
+    cached: bool = True,
+) -> tuple[Runner, torch.Tensor, torch.Tensor]:
+    """Pairs encoded and packed once (similar lengths together), and each pair's answer lengths in tokens.
+
+    Positions up to the end of the prompt are prompt; both answers are what would be generated.
+    """
+    check_batch_size(batch_size)
+    if not pairs:
+        raise DataError("no test pairs to evaluate", fix="pass a non-empty test file")
+    max_len = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    enc = encode_pairs(tokenizer, pairs, system=system, max_length=max_len)
+    device, dtype = model_device(model), next(model.parameters()).dtype
+    order = sorted(range(len(enc)), key=lambda i: enc[i].packed_length)  # similar lengths: less padding
+    batches, n_pos, n_neg = [], torch.zeros(len(enc), dtype=torch.float64), torch.zeros(len(enc), dtype=torch.float64)
+    for idx in chunked(order, batch_size):
+        packed = pack([enc[i] for i in idx], pad_token_id(tokenizer), dtype).to(device)
+        prompt = torch.zeros(packed.input_ids.shape, dtype=torch.bool, device=device)
+        for row, i in enumerate(idx):
+            prompt[row, : len(enc[i].prompt)] = True
+        batches.append(Batch(idx, packed.input_ids, packed.attention_mask, prompt, packed.position_ids, packed))
+        cp, cq = segment_counts(packed)
+        n_pos[idx], n_neg[idx] = cp.double(), cq.double()
+    return Runner(model, batches, cached), n_pos, n_neg
+
+
+def answer_logps(runner: Runner, finals: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Σ log p of each pair's matching and not-matching answer (input order, float64) from the final hidden states."""
+    head = runner.model.get_output_embeddings()
+    n = sum(len(b.idx) for b in runner.batches)
+    pos, neg = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
+    with torch.no_grad():
+        for b, final in zip(runner.batches, finals):
+            p, q = segment_logps(head(final[b.packed.pred_b, b.packed.pred_pos]), b.packed)
+            pos[b.idx], neg[b.idx] = p.double().cpu(), q.double().cpu()
+    return pos, neg
+
+
 def margin_curve(
     model: nn.Module,
     tokenizer: Any,
@@ -78,41 +121,21 @@ def margin_curve(
     batch_size: int = 8,
     system: str | None = None,
     per_pair: bool = False,
+    positions: str = "all",
+    cached: bool = True,
+    runner: tuple[Runner, torch.Tensor, torch.Tensor] | None = None,
 ) -> list[dict]:
     """Mean answer log-prob margin, its per-token form and the win fraction, per multiplier.
 
-    Pairs are encoded and packed once; each multiplier costs one packed forward per batch.
+    Pairs are encoded and packed once (pass ``runner`` from :func:`pair_runner` to share them, and the
+    cached stream, between vectors); each multiplier then costs the layers after the steered one.
     ``per_pair`` adds each pair's margin (``margins``, in input order): how far from flipping they are.
     """
     mults = as_multipliers(multipliers)
-    check_batch_size(batch_size)
-    if not pairs:
-        raise DataError("no test pairs to evaluate", fix="pass a non-empty test file")
-    enc = encode_pairs(
-        tokenizer,
-        pairs,
-        system=system,
-        max_length=getattr(getattr(model, "config", None), "max_position_embeddings", None),
-    )
-    device, dtype = model_device(model), next(model.parameters()).dtype
-    order = sorted(range(len(enc)), key=lambda i: enc[i].packed_length)  # similar lengths: less padding
-    batches = [
-        (idx, pack([enc[i] for i in idx], pad_token_id(tokenizer), dtype).to(device))
-        for idx in chunked(order, batch_size)
-    ]
-    n_pos = torch.zeros(len(enc), dtype=torch.float64)
-    n_neg = torch.zeros(len(enc), dtype=torch.float64)
-    for idx, batch in batches:
-        cp, cq = segment_counts(batch)
-        n_pos[idx], n_neg[idx] = cp.double(), cq.double()
+    run, n_pos, n_neg = runner or pair_runner(model, tokenizer, pairs, batch_size, system, cached)
     rows = []
-    for m in mults:
-        pos = torch.zeros(len(enc), dtype=torch.float64)
-        neg = torch.zeros(len(enc), dtype=torch.float64)
-        with torch.no_grad(), vector.apply(model, m):
-            for idx, batch in batches:
-                p, q = segment_logps(packed_forward(model, batch), batch)
-                pos[idx], neg[idx] = p.double().cpu(), q.double().cpu()
+    for m, finals in run.finals_many(vector, mults, positions).items():
+        pos, neg = answer_logps(run, finals)
         margin = pos - neg
         rows.append(
             {
@@ -127,23 +150,38 @@ def margin_curve(
     return rows
 
 
-def text_nll(model: nn.Module, tokenizer: Any, texts: Sequence[str], batch_size: int = 8) -> tuple[float, int]:
-    """Summed next-token NLL over all texts and the number of predicted tokens (plain text, no template)."""
+def text_runner(
+    model: nn.Module, tokenizer: Any, texts: Sequence[str], batch_size: int = 8, cached: bool = True
+) -> Runner:
+    """Plain texts (no chat template) right-padded in batches of similar length; every position is 'generated'."""
     check_batch_size(batch_size)
     seqs = [list(tokenizer(t)["input_ids"]) for t in texts]
     device = model_device(model)
-    head = model.get_output_embeddings()
+    batches = []
+    for idx in chunked(sorted(range(len(seqs)), key=lambda i: len(seqs[i])), batch_size):
+        ids, mask = right_pad([seqs[i] for i in idx], pad_token_id(tokenizer))
+        ids, mask = ids.to(device), mask.to(device)
+        batches.append(Batch(idx, ids, mask, torch.zeros(ids.shape, dtype=torch.bool, device=device)))
+    return Runner(model, batches, cached)
+
+
+def runner_nll(runner: Runner, finals: Sequence[torch.Tensor]) -> tuple[float, int]:
+    """Summed next-token NLL over a text runner's batches given their final hidden states, and the token count."""
+    head = runner.model.get_output_embeddings()
     total, count = 0.0, 0
     with torch.no_grad():
-        for idx in chunked(sorted(range(len(seqs)), key=lambda i: len(seqs[i])), batch_size):
-            ids, mask = right_pad([seqs[i] for i in idx], pad_token_id(tokenizer))
-            ids, mask = ids.to(device), mask.to(device)
-            hidden = last_hidden(model, ids, mask)
-            keep = (mask[:, 1:] * mask[:, :-1]).bool()  # positions whose next token is a real token
+        for b, hidden in zip(runner.batches, finals):
+            keep = (b.attention_mask[:, 1:] * b.attention_mask[:, :-1]).bool()  # the next token is a real token
             logits = head(hidden[:, :-1][keep]).float()
-            total += float(torch.nn.functional.cross_entropy(logits, ids[:, 1:][keep], reduction="sum"))
+            total += float(torch.nn.functional.cross_entropy(logits, b.input_ids[:, 1:][keep], reduction="sum"))
             count += int(keep.sum())
     return total, count
+
+
+def text_nll(model: nn.Module, tokenizer: Any, texts: Sequence[str], batch_size: int = 8) -> tuple[float, int]:
+    """Summed next-token NLL over all texts and the number of predicted tokens (plain text, no template)."""
+    runner = text_runner(model, tokenizer, texts, batch_size, cached=False)
+    return runner_nll(runner, runner.plain())
 
 
 def perplexity_curve(
@@ -153,18 +191,21 @@ def perplexity_curve(
     vector: SteeringVector,
     multipliers: Sequence[float],
     batch_size: int = 8,
+    positions: str = "all",
+    cached: bool = True,
+    runner: Runner | None = None,
 ) -> list[dict]:
     """Perplexity of the texts under the steered model and fluency_cost = ppl(m)/ppl(0) − 1.
 
     Rows cover the requested multipliers plus 0 (the reference).
     """
     mults = as_multipliers([*multipliers, 0.0])
-    if not texts:
+    if runner is None and not texts:
         raise DataError("no texts to measure perplexity on", fix="pass texts or use neutral_texts()")
+    run = runner or text_runner(model, tokenizer, texts, batch_size, cached)
     ppl: dict[float, float] = {}
-    for m in mults:
-        with vector.apply(model, m):
-            nll, n = text_nll(model, tokenizer, texts, batch_size)
+    for m, finals in run.finals_many(vector, mults, positions).items():
+        nll, n = runner_nll(run, finals)
         if n == 0:
             raise DataError(
                 "the texts have no token to predict (each is one token or empty)", fix="use paragraphs of several words"

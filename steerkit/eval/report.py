@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,18 +20,22 @@ from ..data.pairs import ContrastivePair
 from ..data.texts import neutral_texts
 from ..errors import VectorError
 from ..fileio import atomic_write_bytes, atomic_write_json
+from ..models import pad_token_id
 from ..vector import SteeringVector
-from .ab import ab_curve
+from .ab import ab_curve, ab_item, ab_runner, encode_ab
 from .config import EvalConfig
 from .curves import (
     as_multipliers,
     margin_curve,
     open_ended_curve,
+    pair_runner,
     perplexity_curve,
     swing,
+    text_runner,
     value_at,
 )
 from .judges import Judge
+from .scoring import Runner
 
 
 def scale_to_norm(vector: SteeringVector, norm: float) -> SteeringVector:
@@ -74,29 +79,67 @@ def summarize(curves: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+@dataclass
+class Inputs:
+    """A test set's inputs encoded once, with their cached streams, shared by every vector evaluated on them."""
+
+    pairs: Sequence[ContrastivePair]
+    margin: tuple
+    ab: tuple
+    texts: Runner
+    system: str | None = None
+
+    @classmethod
+    def build(
+        cls,
+        model: nn.Module,
+        tokenizer: Any,
+        pairs: Sequence[ContrastivePair],
+        texts: Sequence[str],
+        batch_size: int = 8,
+        system: str | None = None,
+        cached: bool = True,
+    ) -> Inputs:
+        encoded = encode_ab(tokenizer, [ab_item(p) for p in pairs], system)
+        return cls(
+            pairs,
+            pair_runner(model, tokenizer, pairs, batch_size, system, cached),
+            (ab_runner(model, encoded, pad_token_id(tokenizer), batch_size, cached), encoded),
+            text_runner(model, tokenizer, texts, batch_size, cached),
+            system,
+        )
+
+
 def evaluate_one(
-    model: nn.Module,
-    tokenizer: Any,
-    vector: SteeringVector,
-    pairs: Sequence[ContrastivePair],
-    cfg: EvalConfig,
-    judge: Judge | None,
-    texts: Sequence[str],
-    system: str | None,
+    model: nn.Module, tokenizer: Any, vector: SteeringVector, inputs: Inputs, cfg: EvalConfig, judge: Judge | None
 ) -> dict[str, Any]:
-    """Every curve of one vector and its summary."""
+    """Every curve of one vector and its summary (and its margins at the other ``cfg.positions``)."""
     mults = as_multipliers(cfg.multipliers)
+    where, *others = cfg.positions
+    pairs, system = inputs.pairs, inputs.system
     curves: dict[str, Any] = {
-        "margin": margin_curve(model, tokenizer, pairs, vector, mults, cfg.batch_size, system),
-        "ab": ab_curve(model, tokenizer, pairs, vector, mults, cfg.batch_size, system),
-        "perplexity": perplexity_curve(model, tokenizer, texts, vector, sorted({*mults, -1.0, 1.0}), cfg.batch_size),
+        "margin": margin_curve(model, tokenizer, pairs, vector, mults, positions=where, runner=inputs.margin),
+        "ab": ab_curve(model, tokenizer, pairs, vector, mults, positions=where, runner=inputs.ab),
+        "perplexity": perplexity_curve(
+            model, tokenizer, [], vector, sorted({*mults, -1.0, 1.0}), positions=where, runner=inputs.texts
+        ),
         "open_ended": (
             open_ended_curve(model, tokenizer, pairs, vector, mults, judge, cfg.n_open, cfg.max_new_tokens, system)
             if judge is not None and cfg.n_open > 0
             else None
         ),
     }
-    return {"vector": vector_summary(vector), **curves, "summary": summarize(curves)}
+    out = {"vector": vector_summary(vector), "positions": where, **curves, "summary": summarize(curves)}
+    if others:
+        out["by_positions"] = {}
+        for p in others:
+            rows = margin_curve(model, tokenizer, pairs, vector, mults, positions=p, runner=inputs.margin)
+            out["by_positions"][p] = {
+                "margin": rows,
+                "margin_swing": swing(rows, "margin"),
+                "win_swing": swing(rows, "win_fraction"),
+            }
+    return out
 
 
 def evaluate_vector(
@@ -111,22 +154,26 @@ def evaluate_vector(
     compare: SteeringVector | None = None,
     match_norm: bool = True,
     system: str | None = None,
+    cached: bool = True,
 ) -> dict[str, Any]:
     """Every curve and the summary for ``vector`` (and ``compare``, scaled to its norm) as one JSON-able dict.
 
     Open-ended answers are generated and judged only with a ``judge`` and ``cfg.n_open`` > 0.
+    ``cached`` runs each curve through the stream cache (equal to the full model; ``False`` runs the full
+    model at every multiplier).
     """
     cfg = cfg or EvalConfig()
     texts = list(texts) if texts is not None else neutral_texts()
+    inputs = Inputs.build(model, tokenizer, test_pairs, texts, cfg.batch_size, system, cached)
     report = {
         "n_test": len(test_pairs),
         "multipliers": as_multipliers(cfg.multipliers),
         "system": system,
-        **evaluate_one(model, tokenizer, vector, test_pairs, cfg, judge, texts, system),
+        **evaluate_one(model, tokenizer, vector, inputs, cfg, judge),
     }
     if compare is not None:
         base = scale_to_norm(compare, vector.norm()) if match_norm else compare
-        report["baseline"] = evaluate_one(model, tokenizer, base, test_pairs, cfg, judge, texts, system)
+        report["baseline"] = evaluate_one(model, tokenizer, base, inputs, cfg, judge)
     return report
 
 

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import TrainingError, setting
-from ..forward import capture_output, only_layers_after, packed_forward, sequence_logps
+from ..forward import after_layer, capture_output, packed_forward, sequence_logps
 from ..models import decoder_layers, model_device
 from ..packing import EncodedPair, pack, segment_logps
 from ..vector import add_to_output
@@ -103,13 +103,7 @@ class FastEngine:
         for b, i in enumerate(idx):
             embeds[b, : batch.lengths[b]] = self.hidden[i]
         embeds = embeds + delta.to(self.dtype)
-        with only_layers_after(self.model, self.layer) as base:
-            hidden = base(
-                inputs_embeds=embeds,
-                attention_mask=batch.attention_mask,
-                position_ids=batch.position_ids,
-                use_cache=False,
-            ).last_hidden_state
+        hidden = after_layer(self.model, self.layer, embeds, batch.attention_mask, batch.position_ids)
         logits = self.model.get_output_embeddings()(hidden[batch.pred_b, batch.pred_pos])
         return segment_logps(logits, batch)
 
