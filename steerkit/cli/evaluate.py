@@ -46,6 +46,8 @@ def evaluate(
     positions: Optional[list[str]] = knob_option(EvalConfig, "positions"),
     limit: Optional[int] = knob_option(EvaluateOptions, "limit"),
     texts: Optional[Path] = knob_option(EvaluateOptions, "texts"),
+    prompt_toward: Optional[str] = knob_option(EvaluateOptions, "prompt_toward"),
+    prompt_away: Optional[str] = knob_option(EvaluateOptions, "prompt_away"),
     baseline: Optional[Path] = typer.Option(None, help="A second vector (e.g. CAA), compared at this vector's norm."),
     device: Optional[str] = DeviceOpt,
     dtype: Optional[str] = DtypeOpt,
@@ -55,7 +57,18 @@ def evaluate(
 
     cfg = config_from(EvalConfig(), ctx.params)
     res = evaluate_stage.evaluate(
-        vector, test, out, model=model, cfg=cfg, limit=limit, texts=texts, baseline=baseline, device=device, dtype=dtype
+        vector,
+        test,
+        out,
+        model=model,
+        cfg=cfg,
+        limit=limit,
+        texts=texts,
+        baseline=baseline,
+        prompt_toward=prompt_toward,
+        prompt_away=prompt_away,
+        device=device,
+        dtype=dtype,
     )
     report = res.report
     for part, title in ((report, "vector"), (report.get("baseline"), "baseline")):
@@ -68,11 +81,41 @@ def evaluate(
             f"vector added at {where} positions: margin swing {part['margin_swing']:+.3f}, "
             f"win swing {part['win_swing']:+.3f}"
         )
+    console.print(_comparison(report["comparison"]))
     s = report["summary"]
     console.print(
         "summary: " + ", ".join(f"{k} = {v:.3f}" if isinstance(v, float) else f"{k} = {v}" for k, v in s.items())
     )
     console.print(f"[green]✓[/] {res.json}\n[green]✓[/] {res.png}")
+
+
+def _comparison(rows: list[dict]) -> Table:
+    """BiPO, CAA at its norm, the prompt baseline and BiPO + prompt side by side (swings over the multipliers)."""
+
+    def fmt(v: object, spec: str = "+.3f") -> str:
+        return "—" if v is None else format(v, spec)
+
+    table = Table(
+        "method",
+        "margin",
+        "/token",
+        "win",
+        "A/B",
+        "judge",
+        "fluency cost",
+        title="side by side (swing: largest − smallest multiplier; prompt: toward − away)",
+    )
+    for r in rows:
+        table.add_row(
+            r["method"],
+            fmt(r["margin_swing"]),
+            fmt(r["margin_per_token_swing"]),
+            fmt(r["win_swing"]),
+            fmt(r["ab_swing"]),
+            fmt(r["judge_swing"]),
+            fmt(r["fluency_cost"], ".1%"),
+        )
+    return table
 
 
 def _table(part: dict, title: str) -> Table:

@@ -151,27 +151,42 @@ def margin_curve(
 
 
 def text_runner(
-    model: nn.Module, tokenizer: Any, texts: Sequence[str], batch_size: int = 8, cached: bool = True
+    model: nn.Module,
+    tokenizer: Any,
+    texts: Sequence[str],
+    batch_size: int = 8,
+    cached: bool = True,
+    prefix: str | None = None,
 ) -> Runner:
-    """Plain texts (no chat template) right-padded in batches of similar length; every position is 'generated'."""
+    """Plain texts (no chat template) right-padded in batches of similar length; every position is 'generated'.
+
+    With ``prefix`` (e.g. a system prompt) each text follows it: the prefix is prompt and is not scored.
+    """
     check_batch_size(batch_size)
-    seqs = [list(tokenizer(t)["input_ids"]) for t in texts]
+    head = list(tokenizer(prefix + "\n\n")["input_ids"]) if prefix else []
+    seqs = [head + list(tokenizer(t, add_special_tokens=not head)["input_ids"]) for t in texts]
     device = model_device(model)
     batches = []
     for idx in chunked(sorted(range(len(seqs)), key=lambda i: len(seqs[i])), batch_size):
         ids, mask = right_pad([seqs[i] for i in idx], pad_token_id(tokenizer))
         ids, mask = ids.to(device), mask.to(device)
-        batches.append(Batch(idx, ids, mask, torch.zeros(ids.shape, dtype=torch.bool, device=device)))
+        prompt = torch.zeros(ids.shape, dtype=torch.bool, device=device)
+        prompt[:, : len(head)] = True
+        batches.append(Batch(idx, ids, mask, prompt))
     return Runner(model, batches, cached)
 
 
 def runner_nll(runner: Runner, finals: Sequence[torch.Tensor]) -> tuple[float, int]:
-    """Summed next-token NLL over a text runner's batches given their final hidden states, and the token count."""
+    """Summed next-token NLL over a text runner's batches given their final hidden states, and the token count.
+
+    Only tokens after the prompt (prefix) are scored; the last prefix token predicts the first one.
+    """
     head = runner.model.get_output_embeddings()
     total, count = 0.0, 0
     with torch.no_grad():
         for b, hidden in zip(runner.batches, finals):
             keep = (b.attention_mask[:, 1:] * b.attention_mask[:, :-1]).bool()  # the next token is a real token
+            keep &= ~b.prompt[:, 1:]  # ... and it is text, not prefix
             logits = head(hidden[:, :-1][keep]).float()
             total += float(torch.nn.functional.cross_entropy(logits, b.input_ids[:, 1:][keep], reduction="sum"))
             count += int(keep.sum())

@@ -8,8 +8,7 @@ vector and for a comparison vector (e.g. CAA) scaled to its norm into one JSON-a
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,25 +16,24 @@ from torch import nn
 
 from ..config import as_float
 from ..data.pairs import ContrastivePair
+from ..data.prompts import Prompts
 from ..data.texts import neutral_texts
 from ..errors import VectorError
 from ..fileio import atomic_write_bytes, atomic_write_json
-from ..models import pad_token_id
 from ..vector import SteeringVector
-from .ab import ab_curve, ab_item, ab_runner, encode_ab
+from .ab import ab_curve
 from .config import EvalConfig
 from .curves import (
     as_multipliers,
     margin_curve,
     open_ended_curve,
-    pair_runner,
     perplexity_curve,
     swing,
-    text_runner,
     value_at,
 )
+from .inputs import Inputs
 from .judges import Judge
-from .scoring import Runner
+from .prompt import comparison, prompt_baseline, prompted_inputs, with_prompt
 
 
 def scale_to_norm(vector: SteeringVector, norm: float) -> SteeringVector:
@@ -74,40 +72,10 @@ def summarize(curves: dict[str, Any]) -> dict[str, Any]:
         "win_swing": swing(margin, "win_fraction"),
         "ab_swing": swing(curves["ab"], "p_matching") if curves.get("ab") else None,
         "judge_swing": swing(judged["curve"], "judge_score") if judged else None,
+        "margin_per_token_swing": swing(margin, "margin_per_token"),
         "fluency_cost_at_1": max(fluency) if fluency else None,
         "monotonic_margin": all(b >= a - 1e-9 for a, b in zip(ordered, ordered[1:])),
     }
-
-
-@dataclass
-class Inputs:
-    """A test set's inputs encoded once, with their cached streams, shared by every vector evaluated on them."""
-
-    pairs: Sequence[ContrastivePair]
-    margin: tuple
-    ab: tuple
-    texts: Runner
-    system: str | None = None
-
-    @classmethod
-    def build(
-        cls,
-        model: nn.Module,
-        tokenizer: Any,
-        pairs: Sequence[ContrastivePair],
-        texts: Sequence[str],
-        batch_size: int = 8,
-        system: str | None = None,
-        cached: bool = True,
-    ) -> Inputs:
-        encoded = encode_ab(tokenizer, [ab_item(p) for p in pairs], system)
-        return cls(
-            pairs,
-            pair_runner(model, tokenizer, pairs, batch_size, system, cached),
-            (ab_runner(model, encoded, pad_token_id(tokenizer), batch_size, cached), encoded),
-            text_runner(model, tokenizer, texts, batch_size, cached),
-            system,
-        )
 
 
 def evaluate_one(
@@ -154,13 +122,18 @@ def evaluate_vector(
     compare: SteeringVector | None = None,
     match_norm: bool = True,
     system: str | None = None,
+    prompts: Prompts | None = None,
+    others: Mapping[str, SteeringVector] | None = None,
     cached: bool = True,
 ) -> dict[str, Any]:
-    """Every curve and the summary for ``vector`` (and ``compare``, scaled to its norm) as one JSON-able dict.
+    """Every curve and the summary for ``vector`` as one JSON-able dict, beside the alternatives a user has.
 
-    Open-ended answers are generated and judged only with a ``judge`` and ``cfg.n_open`` > 0.
-    ``cached`` runs each curve through the stream cache (equal to the full model; ``False`` runs the full
-    model at every multiplier).
+    ``compare`` (e.g. CAA) is evaluated at the vector's norm; ``prompts`` adds the prompt baseline
+    (toward − away, no vector) and the vector together with the prompt; ``comparison`` lists the
+    four side by side; ``others`` (e.g. the stable release) are evaluated as they are, on the same
+    inputs. Open-ended answers are generated and judged only with a ``judge`` and
+    ``cfg.n_open`` > 0. ``cached`` runs each curve through the stream cache (equal to the full model;
+    ``False`` runs the full model at every multiplier).
     """
     cfg = cfg or EvalConfig()
     texts = list(texts) if texts is not None else neutral_texts()
@@ -174,6 +147,14 @@ def evaluate_vector(
     if compare is not None:
         base = scale_to_norm(compare, vector.norm()) if match_norm else compare
         report["baseline"] = evaluate_one(model, tokenizer, base, inputs, cfg, judge)
+    if prompts is not None:
+        plain = next(r["perplexity"] for r in report["perplexity"] if r["multiplier"] == 0)
+        sides = prompted_inputs(model, tokenizer, test_pairs, texts, prompts, cfg, cached)
+        report["prompt"] = prompt_baseline(model, tokenizer, vector, sides, plain, cfg, judge)
+        report["vector_with_prompt"] = with_prompt(model, tokenizer, vector, sides, plain, cfg, judge)
+    if others:
+        report["others"] = {name: evaluate_one(model, tokenizer, v, inputs, cfg, judge) for name, v in others.items()}
+    report["comparison"] = comparison(report)
     return report
 
 
@@ -195,26 +176,51 @@ def _series(part: dict[str, Any], curve: str, key: str) -> tuple[list[float], li
     return [r["multiplier"] for r in rows], [r[key] for r in rows]
 
 
+def _prompt_levels(ax: Any, report: dict[str, Any], curve: str, key: str) -> int:
+    """The prompt baseline's two levels (away, toward) as horizontal lines; how many were drawn."""
+    rows = [r for r in (report.get("prompt") or {}).get(curve) or [] if r.get(key) is not None]
+    for r, color in zip(rows, ("tab:purple", "tab:red")):
+        ax.axhline(r[key], color=color, ls=":", lw=1.2, label=f"prompt: {r['prompt']}")
+    return len(rows)
+
+
+def _side_by_side(ax: Any, report: dict[str, Any]) -> None:
+    """Bars: the margin and win-fraction swings of BiPO, CAA, the prompt and BiPO + prompt."""
+    rows = report.get("comparison") or []
+    keys = (("margin_swing", "margin swing"), ("win_swing", "win swing ×10"))
+    for k, (key, label) in enumerate(keys):
+        vals = [(r.get(key) or 0.0) * (10 if key == "win_swing" else 1) for r in rows]
+        ax.bar([i + (k - 0.5) * 0.4 for i in range(len(rows))], vals, 0.4, label=label)
+    ax.set_xticks(range(len(rows)))
+    ax.set_xticklabels([r["method"] for r in rows], fontsize=8, rotation=15)
+    ax.axhline(0, color="black", lw=0.5)
+    ax.set_title("side by side: swing over the multipliers (prompt: toward − away)", fontsize=9)
+    ax.grid(alpha=0.3, axis="y")
+    if rows:
+        ax.legend(fontsize=8)
+
+
 def render_png(report: dict[str, Any]) -> bytes:
-    """The steering curves of a report (and its baseline) as PNG bytes."""
-    from matplotlib.backends.backend_agg import (
-        FigureCanvasAgg,  # Agg on this figure only, no global pyplot state
-    )
+    """The steering curves of a report (its baseline, the prompt baseline, vector + prompt) as PNG bytes."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # Agg on this figure only, no global pyplot state
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(13, 7.5), dpi=100)
+    fig = Figure(figsize=(17, 7.5), dpi=100)
     FigureCanvasAgg(fig)
-    axes = fig.subplots(2, 3).ravel()
+    axes = fig.subplots(2, 4).ravel()
     parts = [(report, "-o", "")] + ([(report["baseline"], "--s", "baseline ")] if report.get("baseline") else [])
+    if report.get("vector_with_prompt"):
+        parts.append((report["vector_with_prompt"], ":^", "with the prompt: "))
     for ax, (curve, key, title) in zip(axes, _PANELS):
         plotted = 0
         for part, style, prefix in parts:
             xs, ys = _series(part, curve, key)
-            v = part.get("vector", {})
+            v = part.get("vector") or report.get("vector", {})
             label = f"{prefix}{v.get('method') or 'vector'} |v|={v.get('norm', float('nan')):.2f}"
             if xs:
                 ax.plot(xs, ys, style, label=label)
                 plotted += 1
+        plotted += _prompt_levels(ax, report, curve, key)
         if key in ("win_fraction", "p_matching"):
             ax.set_ylim(-0.03, 1.03)
         if curve == "open_ended" and isinstance(report.get("open_ended"), dict):
@@ -226,7 +232,9 @@ def render_png(report: dict[str, Any]) -> bytes:
         if not plotted:
             ax.text(0.5, 0.5, "not computed", ha="center", va="center", transform=ax.transAxes, color="grey")
         elif plotted > 1:
-            ax.legend(fontsize=8)
+            ax.legend(fontsize=7)
+    _side_by_side(axes[len(_PANELS)], report)
+    axes[-1].axis("off")
     v = report.get("vector", {})
     fig.suptitle(
         f"{v.get('behavior') or '?'} · {v.get('model') or '?'} · layer {v.get('layer')} · "

@@ -169,12 +169,15 @@ def _evaluate(p: Params, b: Behavior) -> Node:
     vector = _p(vector_path(".", p.model.dir, b.name, b.train.layer))
     caa = _p(vector_path(".", p.model.dir, b.name, b.train.layer, "caa")) if b.train_options.baseline == "caa" else None
     test, report = _p(pairs_file(".", b.name, "test")), _p(report_path(".", "eval", p.model.dir, b.name))
+    o = b.evaluate_options
     kwargs = {
         "model": p.model.spec,
         "cfg": b.evaluate,
-        "limit": b.evaluate_options.limit,
+        "limit": o.limit,
         "texts": p.texts,
         "baseline": caa,
+        "prompt_toward": o.prompt_toward,
+        "prompt_away": o.prompt_away,
     }
     argv = _line(
         "evaluate",
@@ -183,9 +186,11 @@ def _evaluate(p: Params, b: Behavior) -> Node:
         out=report,
         model=p.model.spec,
         cfg=b.evaluate,
-        limit=b.evaluate_options.limit,
+        limit=o.limit,
         texts=p.texts,
         baseline=caa,
+        prompt_toward=o.prompt_toward,
+        prompt_away=o.prompt_away,
     )
     deps = (_p(vector_dir(".", p.model.dir, b.name)), test, p.texts)
     call = Call("evaluate", "evaluate", (vector, test, report), kwargs)

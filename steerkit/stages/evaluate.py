@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import to_plain
+from ..data.prompts import prompts_for
 from ..data.readers import load_pairs
 from ..data.texts import neutral_texts
 from ..errors import DataError, setting
@@ -49,11 +50,17 @@ def evaluate(
     limit: int | None = None,
     texts: str | Path | None = None,
     baseline: str | Path | None = None,
+    prompt_toward: str | None = None,
+    prompt_away: str | None = None,
     root: str | Path = ".",
     device: str | None = None,
     dtype: str | None = None,
 ) -> Evaluated:
-    """Evaluate ``vector_file`` (and ``baseline``, scaled to its norm) on ``test_file``; write JSON + PNG."""
+    """Evaluate ``vector_file`` on ``test_file`` beside ``baseline`` (scaled to its norm) and the prompt baseline.
+
+    The prompts are ``prompt_toward``/``prompt_away``, else steerkit's own for the vector's behavior
+    (no prompt baseline when it has none). Writes the report JSON and its PNG.
+    """
     cfg = cfg or EvalConfig()
     vec = SteeringVector.load(vector_file)
     base = SteeringVector.load(baseline) if baseline else None
@@ -63,7 +70,10 @@ def evaluate(
     spec = model.name if isinstance(model, LoadedModel) else model
     out = Path(out) if out is not None else default_out(vec, str(vector_file), spec, root)  # before a model loads
     lm = model if isinstance(model, LoadedModel) else load_model(model, device=device, dtype=dtype)
-    report = evaluate_vector(lm.model, lm.tokenizer, vec, pairs, cfg, judge=judge, texts=neutral, compare=base)
+    prompts = prompts_for(vec.meta.get("behavior"), prompt_toward, prompt_away)
+    report = evaluate_vector(
+        lm.model, lm.tokenizer, vec, pairs, cfg, judge=judge, texts=neutral, compare=base, prompts=prompts
+    )
     report.update(
         model=lm.name,
         vector_file=str(vector_file),

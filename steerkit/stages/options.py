@@ -50,6 +50,12 @@ class EvaluateOptions:
 
     limit: int | None = _limit("test pairs")
     texts: str | None = knob(None, "Neutral texts for the fluency cost, one per line (default: steerkit's own).")
+    prompt_toward: str | None = knob(
+        None,
+        "System prompt asking for the behavior: the prompt baseline (default: "
+        "steerkit's own for the behavior, if it has one).",
+    )
+    prompt_away: str | None = knob(None, "System prompt asking to avoid the behavior (given with prompt_toward).")
 
 
 @dataclass(frozen=True)
