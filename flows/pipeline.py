@@ -132,11 +132,11 @@ def pipeline(
                 dvc.commit(root, ["catalog"])
                 out.committed.append("catalog")
     summary = report.summarize(p, out, view is not None, commit, time.perf_counter() - t0, root, groups)
-    create_table_artifact(
-        table=report.table_rows(summary),
-        key=ARTIFACT_KEY + "-table",
-        description=f"steerkit pipeline on {summary['model']}: {summary['message']}",
-    )
+    for key, table, what in (
+        ("-table", report.table_rows(summary), f"steerkit pipeline on {summary['model']}: {summary['message']}"),
+        ("-release", report.gate_rows(summary), "release gate: promoted / held per behavior, and why"),
+    ):
+        create_table_artifact(table=table, key=ARTIFACT_KEY + key, description=what)
     create_markdown_artifact(
         markdown=report.markdown(summary), key=ARTIFACT_KEY + "-report", description="steerkit pipeline summary"
     )

@@ -10,6 +10,9 @@ model spec or its folder name (``model_slug`` makes one from the other).
     reports/<stage>/<model>/<name>.{json,png,md}        evaluate, derive, transfer, compose
     models/<model>/<name>/                              derive (a LoRA adapter folder)
     vectors/catalog.json                                catalog
+    vectors/releases.json, vectors/released/<model>/<behavior>/<method>.v<N>.safetensors
+                                                        releases (git-tracked: the history and the copies)
+    reports/gate/<model>/<behavior>.json                gate (the release decision and its numbers)
     .cache/pipeline-staging/                            train writes here, then moves into place
 """
 
@@ -23,6 +26,7 @@ from .errors import DataError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 CATALOG = "vectors/catalog.json"
+RELEASES = "vectors/releases.json"
 SPLITS = ("train", "test")
 
 
@@ -53,8 +57,13 @@ def report_name(behavior: str, method: str | None = "bipo") -> str:
 
 
 # ---------------------------------------------------------------------------------------- data
+def pairs_root(root: str | Path = ".") -> Path:
+    """``data/pairs``: every behavior's prepared pairs (the gate measures off-target effects on all of them)."""
+    return Path(root) / "data" / "pairs"
+
+
 def pairs_dir(root: str | Path, behavior: str) -> Path:
-    return Path(root) / "data" / "pairs" / safe_name(behavior)
+    return pairs_root(root) / safe_name(behavior)
 
 
 def pairs_file(root: str | Path, behavior: str, split: str) -> Path:
@@ -86,6 +95,26 @@ def vector_path(root: str | Path, model: str, behavior: str, layer: int, method:
 
 def catalog_path(root: str | Path = ".") -> Path:
     return Path(root) / CATALOG
+
+
+def releases_path(root: str | Path = ".") -> Path:
+    """The release history (git-tracked, append-only)."""
+    return Path(root) / RELEASES
+
+
+def released_dir(root: str | Path = ".") -> Path:
+    """Where released vectors are kept (git-tracked copies), apart from the pipeline's candidates."""
+    return Path(root) / "vectors" / "released"
+
+
+def released_path(root: str | Path, model: str, behavior: str, method: str, version: int) -> Path:
+    """``vectors/released/<model>/<behavior>/<method>.v<N>.safetensors``."""
+    return (
+        released_dir(root)
+        / model_slug(model)
+        / safe_name(behavior)
+        / f"{safe_name(method, 'method')}.v{int(version)}.safetensors"
+    )
 
 
 # ------------------------------------------------------------------------------------- reports

@@ -15,8 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
-import subprocess
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -26,9 +24,11 @@ from typing import Any
 from .. import __version__
 from ..errors import SteerkitError
 from ..fileio import atomic_write_json, sha256_bytes
-from ..layout import catalog_path, report_name, report_path
+from ..layout import catalog_path, released_dir, report_name, report_path
 from ..vector import SteeringVector, read_header
 from .index import Catalog, CatalogEntry, CatalogError, as_range
+from .provenance import dvc_version, git_head, read_dvc_lock, relpath_in
+from .releases import History
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,8 @@ def make_entry(
     *,
     git_rev: str | None = _AUTO,
     dvc_lock: dict | None = None,
+    channel: str = "candidate",
+    version: int | None = None,
 ) -> CatalogEntry:
     """The catalog entry for one vector file under ``root`` (raises on an invalid vector file).
 
@@ -104,34 +106,39 @@ def make_entry(
         safe_multiplier_range=safe,
         metrics=_eval_summary(root, str(model), str(behavior), str(method), vec.layer_ids),
         data_sha256=meta.get("data_sha256"),
-        data_version=_data_version(lock, _data_relpath(meta.get("data_file"), root)),
+        data_version=dvc_version(lock, relpath_in(meta.get("data_file"), root)),
         git_rev=git_head(root) if git_rev is _AUTO else git_rev,
         created=created,
         steerkit_version=__version__,
         positions=str(meta.get("positions", "all")),
         format_version=fmt_version,
+        channel=channel,
+        version=version,
     )
 
 
 def vector_files(root: str | os.PathLike = ".") -> list[Path]:
-    """Every ``vectors/**/*.safetensors`` (not checkpoints, temporary or hidden files), sorted."""
+    """Every candidate ``vectors/**/*.safetensors`` (not released copies, checkpoints, temporary or hidden files)."""
     base = Path(root) / "vectors"
     if not base.is_dir():
         return []
+    released = released_dir(root)
     return sorted(
         p
         for p in base.rglob("*.safetensors")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(base).parts)
+        if p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(base).parts)
+        and released not in p.parents
     )
 
 
 def build_catalog(root: str | os.PathLike = ".") -> Catalog:
-    """Scan the project's vectors and return the catalog (nothing is written)."""
+    """Scan the project's vectors (the candidates) and its releases (the stable ones); nothing is written."""
     root = Path(root)
-    rev, lock = git_head(root), read_dvc_lock(root)
+    rev, lock, history = git_head(root), read_dvc_lock(root), History.load(root)
     entries: dict[tuple, CatalogEntry] = {}
-    for f in vector_files(root):
-        e = make_entry(f, root, git_rev=rev, dvc_lock=lock)
+
+    def add(e: CatalogEntry) -> None:
         if e.key in entries:
             raise CatalogError(
                 f"two vector files have the same key ({e.describe()}): {entries[e.key].path} and {e.path}",
@@ -139,6 +146,24 @@ def build_catalog(root: str | os.PathLike = ".") -> Catalog:
                 fix="remove one, or make their metadata (behavior/model/method/layers) differ",
             )
         entries[e.key] = e
+
+    released = {(e.key, e.sha256): e.version for e in history.events if e.event == "promote"}
+    for f in vector_files(root):
+        e = make_entry(f, root, git_rev=rev, dvc_lock=lock)
+        e.version = released.get(((e.behavior, e.model, e.method), e.sha256))
+        add(e)
+    for key in history.keys():
+        stable = history.stable(*key)
+        e = make_entry(
+            root / stable.path, root, git_rev=stable.git_rev, dvc_lock={}, channel="stable", version=stable.version
+        )
+        metrics = stable.metrics
+        e.metrics = metrics.get("summary", {})
+        e.off_target = metrics.get("off_target", {})
+        e.dose_response = metrics.get("dose_response")
+        e.safe_multiplier_range = as_range(metrics.get("safe_range")) or e.safe_multiplier_range
+        e.data_version, e.released = stable.dvc_md5, stable.when
+        add(e)
     return Catalog(list(entries.values()), root=root, where=str(catalog_path(root)))
 
 
@@ -208,74 +233,6 @@ def add_vector(vector_file: str | os.PathLike, root: str | os.PathLike = ".") ->
     entry = make_entry(vector_file, root)
     add_entry(catalog_path(root), entry)
     return entry
-
-
-# ------------------------------------------------------------------------------------ provenance
-def git_head(root: str | os.PathLike = ".") -> str | None:
-    """``git rev-parse HEAD`` of the repository holding ``root``, or None (no git, no repo, no commit)."""
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--verify", "-q", "HEAD"], capture_output=True, text=True, timeout=30
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    rev = out.stdout.strip()
-    return rev if out.returncode == 0 and re.fullmatch(r"[0-9a-f]{40,64}", rev) else None
-
-
-def read_dvc_lock(root: str | os.PathLike = ".") -> dict:
-    """The project's ``dvc.lock`` as a dict ({} when absent; a warning when unreadable)."""
-    path = Path(root) / "dvc.lock"
-    if not path.is_file():
-        return {}
-    import yaml
-
-    try:
-        obj = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        log.warning("%s: cannot read (%s); data versions left empty", path, exc)
-        return {}
-    return obj if isinstance(obj, dict) else {}
-
-
-def _data_relpath(data_file: Any, root: Path) -> str | None:
-    if not isinstance(data_file, str) or not data_file:
-        return None
-    p = Path(data_file)
-    if p.is_absolute():
-        try:
-            p = Path(os.path.abspath(p)).relative_to(os.path.abspath(root))
-        except ValueError:
-            return None
-    return PurePosixPath(p.as_posix()).as_posix().removeprefix("./")
-
-
-def _data_version(lock: dict, data_file: str | None) -> str | None:
-    """The md5 DVC recorded for the training data: the file itself, else the nearest folder holding it.
-
-    Stage outputs are preferred to dependencies (both name the same md5 when the lock is current).
-    """
-    if not data_file or not isinstance(lock.get("stages"), dict):
-        return None
-    best: tuple[int, int, str] | None = None  # (path distance, outs=0/deps=1, md5)
-    target = PurePosixPath(data_file)
-    for stage in lock["stages"].values():
-        if not isinstance(stage, dict):
-            continue
-        for kind_rank, kind in ((0, "outs"), (1, "deps")):
-            for item in stage.get(kind) or []:
-                if not isinstance(item, dict) or not isinstance(item.get("path"), str) or not item.get("md5"):
-                    continue
-                p = PurePosixPath(item["path"].removeprefix("./").rstrip("/"))
-                if p == target:
-                    dist = 0
-                elif p in target.parents:
-                    dist = len(target.parts) - len(p.parts)
-                else:
-                    continue
-                cand = (dist, kind_rank, str(item["md5"]))
-                best = cand if best is None or cand[:2] < best[:2] else best
-    return best[2] if best else None
 
 
 def _eval_summary(root: Path, model: str, behavior: str, method: str, layers: list[int]) -> dict[str, Any]:

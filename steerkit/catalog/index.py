@@ -10,6 +10,7 @@ against its entry before the bytes are parsed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -18,13 +19,15 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ..errors import ChecksumError, DataError, SteerkitError, option
+from ..errors import ChecksumError, DataError, SteerkitError, option, setting
 from ..fileio import sha256_bytes
 from ..layout import CATALOG, model_slug
 from ..vector import SteeringVector
+from .remote import read_at
 
 FORMAT = "steerkit.catalog"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: entries have a channel (candidate, stable) and a version
+CHANNELS = ("candidate", "stable")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _REBUILD_FIX = "rebuild it with `steerkit catalog build` (or restore it with `git checkout`/`dvc pull`)"
 
@@ -63,14 +66,25 @@ class CatalogEntry:
     steerkit_version: str | None = None
     format_version: int = 1
     positions: str = "all"  # where the vector is meant to be added: all, prompt or generated
+    channel: str | None = None  # candidate (the pipeline's latest) or stable (released); None: a 0.1 catalog
+    version: int | None = None  # the release number (a candidate that was never released has none)
+    off_target: dict[str, Any] = field(default_factory=dict)  # its swing on other behaviors' held-out pairs
+    dose_response: list[dict[str, Any]] | None = None  # margin, win fraction, fluency cost per multiplier
+    released: str | None = None  # when it became stable
 
     @property
-    def key(self) -> tuple[str, str, str, tuple[int, ...]]:
-        """Entries are unique by (behavior, model, method, layers); it is also the sort order."""
-        return (self.behavior, self.model, self.method, tuple(self.layers))
+    def key(self) -> tuple[str, str, str, tuple[int, ...], str]:
+        """Entries are unique by (behavior, model, method, layers, channel); it is also the sort order."""
+        return (self.behavior, self.model, self.method, tuple(self.layers), self.channel or "")
 
     def describe(self) -> str:
-        return f"behavior={self.behavior} model={self.model} method={self.method} layers={self.layers}"
+        where = f" channel={self.channel}" if self.channel else ""
+        version = f" version={self.version}" if self.version is not None else ""
+        return f"behavior={self.behavior} model={self.model} method={self.method} layers={self.layers}{where}{version}"
+
+    def on(self, channel: str | None) -> bool:
+        """Whether this entry is on ``channel`` (None: any); a 0.1 catalog's entries were all published."""
+        return channel is None or self.channel is None or self.channel == channel
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -254,7 +268,7 @@ class Catalog:
     def from_repo(cls, repo: str, rev: str | None = None) -> Catalog:
         """``vectors/catalog.json`` of a git/DVC repository (URL or local path) at ``rev`` (None: default)."""
         where = f"{repo}@{rev or 'HEAD'}:{CATALOG}"
-        data = _dvc_read_bytes(CATALOG, repo, rev, where)
+        data = read_at(CATALOG, repo, rev, where)
         return cls.from_text(data, where=where, repo=repo, rev=rev)
 
     # --- querying --------------------------------------------------------------------------------
@@ -265,13 +279,22 @@ class Catalog:
         return sorted({e.model for e in self.entries})
 
     def find(
-        self, behavior: str, model: str | None = None, method: str | None = "bipo", layer: int | None = None
+        self,
+        behavior: str,
+        model: str | None = None,
+        method: str | None = "bipo",
+        layer: int | None = None,
+        channel: str | None = "stable",
+        version: int | None = None,
     ) -> CatalogEntry:
-        """The one entry for ``behavior`` (and ``model``, ``method``, a ``layer`` it steers).
+        """The one entry for ``behavior`` (and ``model``, ``method``, a ``layer`` it steers) on ``channel``.
 
-        ``model`` matches the id recorded in the vector or its folder name (``org/name`` or
-        ``org--name``); ``method=None`` accepts any method. Raises ``NotInCatalogError`` (listing what
-        exists) or ``AmbiguousEntryError`` (listing the candidates).
+        ``channel`` is ``"stable"`` (what applications load: the released version), ``"candidate"``
+        (the pipeline's latest, released or not) or None (either); ``version`` asks for a release by
+        number instead (also one that is no longer stable: from the release history). ``model``
+        matches the id recorded in the vector or its folder name (``org/name`` or ``org--name``);
+        ``method=None`` accepts any method. Raises ``NotInCatalogError`` (listing what exists) or
+        ``AmbiguousEntryError`` (listing the candidates).
         """
         asked = (
             f"behavior={behavior!r}"
@@ -289,13 +312,13 @@ class Catalog:
                     else "no vectors at all"
                 ),
                 where=self.where,
-                fix="use one of the listed behaviors (`steerkit catalog ls`), or train the "
-                "vector and rebuild the catalog",
+                fix="use one of the listed behaviors (`steerkit catalog ls`), or train the vector and rebuild "
+                "the catalog",
             )
         hits = [
             e
             for e in same_behavior
-            if (model is None or _same_model(model, e.model))
+            if (model is None or same_model(model, e.model))
             and (method is None or e.method == method)
             and (layer is None or layer in e.layers)
         ]
@@ -306,13 +329,61 @@ class Catalog:
                 where=self.where,
                 fix="pick model/method/layer from the listed entries (`steerkit catalog ls`)",
             )
-        if len(hits) > 1:
+        if version is not None:
+            return self._version(hits, version, asked)
+        on = [e for e in hits if e.on(channel)]
+        if not on:
+            raise NotInCatalogError(
+                f"no {channel} vector matches {asked}; there is: " + "; ".join(e.describe() for e in hits),
+                where=self.where,
+                fix=(
+                    f"nothing has been released yet: promote the candidate (`steerkit catalog promote {behavior}`) "
+                    f"or ask for it ({setting('channel', 'candidate')})"
+                    if channel == "stable"
+                    else f"ask for another channel ({option('channel')})"
+                ),
+            )
+        if len(on) > 1:
             raise AmbiguousEntryError(
-                f"{len(hits)} vectors match {asked}: " + "; ".join(e.describe() for e in hits),
+                f"{len(on)} vectors match {asked}: " + "; ".join(e.describe() for e in on),
                 where=self.where,
                 fix=f"narrow it down with {option('model')}, {option('method')} or {option('layer')}",
             )
-        return hits[0]
+        return on[0]
+
+    def _version(self, hits: list[CatalogEntry], version: int, asked: str) -> CatalogEntry:
+        """The entry of release ``version``: in the catalog, else made from the release history."""
+        listed = [e for e in hits if e.version == version]
+        if listed:
+            return listed[0]
+        template = hits[0]
+        try:
+            release = self.history().version(template.behavior, template.model, template.method, version)
+        except SteerkitError as exc:
+            raise NotInCatalogError(
+                f"no version {version} matches {asked}: {exc.what}",
+                where=self.where,
+                fix="list the released versions with `steerkit catalog ls --history`",
+            ) from None
+        return dataclasses.replace(
+            template,
+            path=release.path,
+            sha256=release.sha256,
+            channel=None,
+            version=release.version,
+            metrics=release.metrics.get("summary", {}),
+            released=release.when,
+        )
+
+    def history(self) -> Any:
+        """The release history next to this catalog (a local project, or a repository at ``rev``)."""
+        from ..layout import RELEASES
+        from .releases import History
+
+        if self.repo is None:
+            return History.load(self.root if self.root is not None else Path("."))
+        where = f"{self.repo}@{self.rev or 'HEAD'}:{RELEASES}"
+        return History.from_text(read_at(RELEASES, self.repo, self.rev, where), Path("."), where)
 
     # --- loading ---------------------------------------------------------------------------------
     def read_bytes(self, entry: CatalogEntry) -> bytes:
@@ -320,7 +391,7 @@ class Catalog:
         rel = _safe_relpath(entry.path, self.where)
         if self.repo is not None:
             where = f"{self.repo}@{self.rev or 'HEAD'}:{rel}"
-            data = _dvc_read_bytes(rel, self.repo, self.rev, where)
+            data = read_at(rel, self.repo, self.rev, where)
         else:
             root = self.root if self.root is not None else Path(".")
             where = str(root / rel)
@@ -351,12 +422,14 @@ class Catalog:
         model: str | None = None,
         method: str | None = "bipo",
         layer: int | None = None,
+        channel: str | None = "stable",
+        version: int | None = None,
     ) -> SteeringVector:
-        """Find (unless given an entry), read, verify the checksum and parse one vector."""
+        """Find (unless given an entry; by default the stable release), read, verify the checksum and parse it."""
         entry = (
             entry_or_behavior
             if isinstance(entry_or_behavior, CatalogEntry)
-            else self.find(entry_or_behavior, model=model, method=method, layer=layer)
+            else self.find(entry_or_behavior, model=model, method=method, layer=layer, channel=channel, version=version)
         )
         data = self.read_bytes(entry)
         where = (
@@ -367,7 +440,8 @@ class Catalog:
         return SteeringVector.from_bytes(data, where=where)
 
 
-def _same_model(query: str, recorded: str) -> bool:
+def same_model(query: str, recorded: str) -> bool:
+    """Does a model the user named (id or folder name) name the model a vector records?"""
     if query == recorded:
         return True
     try:
@@ -388,20 +462,3 @@ def _safe_relpath(path: str, where: str) -> str:
             f"entry path {path!r} is not a relative path inside the project", where=where, fix=_REBUILD_FIX
         )
     return p.as_posix()
-
-
-def _dvc_read_bytes(path: str, repo: str, rev: str | None, where: str) -> bytes:
-    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
-    try:
-        import dvc.api
-    except ImportError:  # pragma: no cover - dvc is a dependency
-        raise CatalogError("reading from a repository needs dvc", where=where, fix="pip install dvc") from None
-    try:
-        with dvc.api.open(path, repo=repo, rev=rev, mode="rb") as fh:
-            return fh.read()
-    except Exception as exc:
-        raise CatalogError(
-            f"cannot read {path} from the repository ({type(exc).__name__}: {exc})",
-            where=where,
-            fix="check the repository URL and revision; DVC-tracked files also need a reachable DVC remote",
-        ) from None

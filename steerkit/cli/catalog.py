@@ -1,4 +1,5 @@
-"""``steerkit catalog build|ls|show|get``: the vector catalog (thin over steerkit.catalog)."""
+"""``steerkit catalog build|ls|show|get|promote|rollback``: the vector catalog and its releases (thin over
+steerkit.catalog)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,12 @@ ModelOpt = typer.Option(
 )
 MethodOpt = typer.Option("bipo", "--method", help="bipo, caa, … ('any' matches every method).")
 LayerOpt = typer.Option(None, "--layer", help="Only vectors that steer this layer.")
+ChannelOpt = typer.Option(
+    "stable",
+    "--channel",
+    help="stable (the released version: what applications load), candidate (the pipeline's latest) or any.",
+)
+VersionOpt = typer.Option(None, "--version", help="A release by number (also one that is no longer stable).")
 
 
 def register(app: typer.Typer) -> None:
@@ -45,6 +52,17 @@ def _method(method: str) -> Optional[str]:
     return None if method.strip().lower() in ("any", "*", "") else method
 
 
+def _channel(channel: str) -> Optional[str]:
+    from ..catalog.index import CHANNELS
+    from ..errors import SteerkitError
+
+    if channel.strip().lower() in ("any", "*", ""):
+        return None
+    if channel not in CHANNELS:
+        raise SteerkitError(f"unknown channel {channel!r}", where="--channel", fix="use stable, candidate or any")
+    return channel
+
+
 def _range(r: Optional[list]) -> str:
     return "—" if not r else f"[{r[0]:g}, {r[1]:g}]"
 
@@ -55,13 +73,33 @@ def _num(v: object) -> str:
 
 @catalog_app.command("build")
 @command()
-def build(root: Path = RootOpt) -> None:
+def build(
+    root: Path = RootOpt,
+    release: Optional[Path] = typer.Option(
+        None,
+        "--release",
+        help="A folder of gate reports (reports/gate/<model>, relative to --root): first make the candidates "
+        "they promoted the next stable versions, recorded in vectors/releases.json.",
+    ),
+) -> None:
     """Scan vectors/**/*.safetensors and write vectors/catalog.json (sorted; unchanged tree → same bytes)."""
     from ..layout import catalog_path
     from ..stages.catalog import catalog
 
-    built = catalog(root)
-    console.print(f"[green]✓[/] {catalog_path(root)} ({len(built)} vector{'s' if len(built) != 1 else ''})")
+    built = catalog(root, gates=release)
+    if release is not None:
+        console.print(outcomes_table(built.outcomes))
+    n = len(built.catalog)
+    console.print(f"[green]✓[/] {catalog_path(root)} ({n} vector{'s' if n != 1 else ''})")
+
+
+def outcomes_table(outcomes: list) -> Table:
+    """Per behavior: the gate's decision, whether it was released now, the stable version, and why."""
+    table = Table("behavior", "model", "gate", "stable", "why", title="release gate")
+    for o in outcomes:
+        gate = "promoted" if o.released else {"promote": "promote (already stable)"}.get(o.decision, o.decision)
+        table.add_row(o.behavior, o.model, gate, "—" if o.version is None else f"v{o.version}", "; ".join(o.reasons))
+    return table
 
 
 def listing(catalog: Any, width: int) -> Any:
@@ -71,6 +109,8 @@ def listing(catalog: Any, width: int) -> Any:
             e.behavior,
             e.method,
             e.model,
+            e.channel or "—",
+            "—" if e.version is None else f"v{e.version}",
             ",".join(map(str, e.layers)),
             _range(e.safe_multiplier_range),
             _num(e.metrics.get("margin_swing")),
@@ -78,7 +118,7 @@ def listing(catalog: Any, width: int) -> Any:
         )
         for e in catalog
     ]
-    heads = ("behavior", "method", "model", "layers", "safe range", "margin swing", "sha256")
+    heads = ("behavior", "method", "model", "channel", "version", "layers", "safe range", "margin swing", "sha256")
     title = f"{catalog.where} — {len(catalog)} vector{'s' if len(catalog) != 1 else ''}"
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(heads)]
     if sum(widths) + 2 * (len(heads) - 1) <= width:
@@ -97,8 +137,8 @@ def listing(catalog: Any, width: int) -> Any:
         Column(no_wrap=True), Column(overflow="fold"), show_header=False, box=None, pad_edge=False, title=title
     )
     for r in rows:
-        table.add_row(r[0], f"{r[1]} · {r[2]}")
-        table.add_row("", f"layers {r[3]} · safe range {r[4]} · margin swing {r[5]} · sha256 {r[6]}")
+        table.add_row(r[0], f"{r[1]} · {r[2]} · {r[3]} {r[4]}")
+        table.add_row("", f"layers {r[5]} · safe range {r[6]} · margin swing {r[7]} · sha256 {r[8]}")
     return table
 
 
@@ -109,13 +149,116 @@ def ls(
     repo: Optional[str] = RepoOpt,
     rev: Optional[str] = RevOpt,
     as_json: bool = typer.Option(False, "--json", help="Print the catalog as JSON."),
+    history: bool = typer.Option(False, "--history", help="List the release history instead (oldest first)."),
 ) -> None:
-    """List every catalogued vector."""
+    """List every catalogued vector: its channel (candidate, stable) and release version."""
     catalog = _open(root, repo, rev)
+    if history:
+        events = catalog.history().events
+        if as_json:
+            from dataclasses import asdict
+
+            print(json.dumps([asdict(e) for e in events], indent=2, sort_keys=True, default=str))
+            return
+        print_history(events)
+        return
     if as_json:
         print(json.dumps(catalog.to_dict(), indent=2, sort_keys=True, default=str))
         return
     console.print(listing(catalog, console.width))
+
+
+def print_history(events: list) -> None:
+    """One line per release event, identifiers whole (the history is read in CI logs and mail too)."""
+    if not events:
+        console.print("no releases yet (vectors/releases.json is empty or missing)")
+    for e in events:
+        console.print(
+            f"{e.when}  {e.event:<8} {e.behavior} v{e.version} ({e.model}, {e.method})  sha256 {e.sha256[:12]}"
+            f"  by {e.who}: {e.why}",
+            highlight=False,
+            soft_wrap=True,
+            markup=False,
+        )
+
+
+def _model_of(root: Path, behavior: str, model: Optional[str], method: str) -> str:
+    """The model a behavior was released (or catalogued) for, when the user did not say."""
+    from ..catalog.index import same_model
+    from ..catalog.releases import History, ReleaseError
+
+    known = sorted({k[1] for k in History.load(root).keys() if k[0] == behavior and k[2] == method})
+    models = [m for m in known if model is None or same_model(model, m)]
+    if len(models) == 1:
+        return models[0]
+    if models:
+        raise ReleaseError(
+            f"{behavior} ({method}) has releases for several models: {', '.join(models)}",
+            where="--model",
+            fix="name the model with --model",
+        )
+    raise ReleaseError(
+        f"{behavior} ({method}) has no release"
+        + (f" for {model}" if model else "")
+        + (f"; released for: {', '.join(known)}" if known else ""),
+        where=str(root / "vectors" / "releases.json"),
+        fix="release it first (`steerkit catalog promote BEHAVIOR --why ...`)",
+    )
+
+
+@catalog_app.command("promote")
+@command()
+def promote_cmd(
+    behavior: str = typer.Argument(..., help="Behavior name, e.g. power-seeking."),
+    why: str = typer.Option(..., "--why", help="Why a person overrides the gate (recorded in the history)."),
+    model: Optional[str] = ModelOpt,
+    method: str = MethodOpt,
+    layer: Optional[int] = LayerOpt,
+    version: Optional[int] = typer.Option(
+        None, "--version", help="Make this earlier release stable again (default: the current candidate)."
+    ),
+    root: Path = RootOpt,
+) -> None:
+    """Make the candidate (or release --version N) the stable version by hand, whatever the gate said."""
+    from ..catalog.build import build_catalog
+    from ..catalog.provenance import dvc_version, git_head, read_dvc_lock
+    from ..catalog.releases import History, promote
+    from ..stages.catalog import catalog
+
+    current = build_catalog(root)
+    if version is not None:
+        model_dir = _model_of(root, behavior, model, method)
+        history = History.load(root)
+        old = history.version(behavior, model_dir, method, version)
+        data, source, metrics = history.read(old), old.source, old.metrics
+        test_sha, rev, md5 = old.test_sha256, old.git_rev, old.dvc_md5
+    else:
+        entry = current.find(behavior, model=model, method=method, layer=layer, channel="candidate")
+        model_dir, data, source = entry.model, current.read_bytes(entry), entry.path
+        metrics = {"summary": entry.metrics, "off_target": entry.off_target, "dose_response": entry.dose_response}
+        test_sha, rev, md5 = None, git_head(root), dvc_version(read_dvc_lock(root), entry.path)
+    release = promote(root, behavior, model_dir, method, data, source, "by hand: " + why, metrics, test_sha, rev, md5)
+    catalog(root)
+    console.print(f"[green]✓[/] {behavior} ({model_dir}, {method}): v{release.version} is stable ({release.path})")
+
+
+@catalog_app.command("rollback")
+@command()
+def rollback_cmd(
+    behavior: str = typer.Argument(..., help="Behavior name, e.g. power-seeking."),
+    why: str = typer.Option("", "--why", help="Why (recorded in the history)."),
+    model: Optional[str] = ModelOpt,
+    method: str = MethodOpt,
+    root: Path = RootOpt,
+) -> None:
+    """Make the version that was stable before the current one stable again (recorded in the history)."""
+    from ..catalog.releases import rollback
+    from ..stages.catalog import catalog
+
+    model_dir = _model_of(root, behavior, model, method)
+    release = rollback(root, behavior, model_dir, method, why)
+    catalog(root)
+    console.print(f"[green]✓[/] {behavior} ({model_dir}, {method}): back to v{release.version} ({release.why})")
 
 
 @catalog_app.command("show")
@@ -125,13 +268,17 @@ def show(
     model: Optional[str] = ModelOpt,
     method: str = MethodOpt,
     layer: Optional[int] = LayerOpt,
+    channel: str = ChannelOpt,
+    version: Optional[int] = VersionOpt,
     root: Path = RootOpt,
     repo: Optional[str] = RepoOpt,
     rev: Optional[str] = RevOpt,
     as_json: bool = typer.Option(False, "--json", help="Print the entry as JSON."),
 ) -> None:
     """Show one vector's catalog entry."""
-    entry = _open(root, repo, rev).find(behavior, model=model, method=_method(method), layer=layer)
+    entry = _open(root, repo, rev).find(
+        behavior, model=model, method=_method(method), layer=layer, channel=_channel(channel), version=version
+    )
     facts = entry.to_dict()
     if as_json:
         print(json.dumps(facts, indent=2, sort_keys=True, default=str))
@@ -150,21 +297,69 @@ def show(
 @command()
 def get(
     behavior: str = typer.Argument(..., help="Behavior name, e.g. power-seeking."),
-    out: Path = typer.Option(..., "--out", "-o", help="Where to write the vector file (.safetensors)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Where to write the vector (.safetensors, or .gguf with --for)."),
     model: Optional[str] = ModelOpt,
     method: str = MethodOpt,
     layer: Optional[int] = LayerOpt,
+    channel: str = ChannelOpt,
+    version: Optional[int] = VersionOpt,
+    runtime: Optional[str] = typer.Option(
+        None,
+        "--for",
+        help="llama.cpp: write its control-vector GGUF and print "
+        "the llama-cli / llama-server flags and the Python lines that load it.",
+    ),
     root: Path = RootOpt,
     repo: Optional[str] = RepoOpt,
     rev: Optional[str] = RevOpt,
 ) -> None:
     """Fetch one vector (from the project or a repo at a revision), verify its sha256, write it to --out."""
+    from ..errors import SteerkitError
     from ..fileio import atomic_write_bytes
     from ..vector import SteeringVector
 
+    if runtime not in (None, "llama.cpp"):
+        raise SteerkitError(f"unknown runtime {runtime!r}", where="--for", fix="use --for llama.cpp")
     catalog = _open(root, repo, rev)
-    entry = catalog.find(behavior, model=model, method=_method(method), layer=layer)
+    entry = catalog.find(
+        behavior, model=model, method=_method(method), layer=layer, channel=_channel(channel), version=version
+    )
     data = catalog.read_bytes(entry)  # checksum verified
-    SteeringVector.from_bytes(data, where=entry.path)  # and it parses
-    atomic_write_bytes(out, data)
-    console.print(f"[green]✓[/] {out} ({entry.describe()}, sha256 {entry.sha256[:12]} verified)")
+    vec = SteeringVector.from_bytes(data, where=entry.path)  # and it parses
+    if runtime is None:
+        atomic_write_bytes(out, data)
+        console.print(f"[green]✓[/] {out} ({entry.describe()}, sha256 {entry.sha256[:12]} verified)")
+        return
+    _llamacpp(vec, entry, out)
+
+
+def _llamacpp(vec: Any, entry: Any, out: Path) -> None:
+    """Write the control vector and print how to run it (scale: the largest safe multiplier, else 1)."""
+    import warnings
+
+    from ..export import llamacpp_recipe, to_llamacpp_gguf
+    from ..models import EMBEDDED_MODELS, embedded_gguf
+    from .options import warn
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        to_llamacpp_gguf(vec, out)
+    for w in caught:
+        warn(str(w.message))
+    safe = entry.safe_multiplier_range
+    scale = safe[1] if safe and safe[1] > 0 else 1.0
+    model_file = embedded_gguf(entry.model) if entry.model in EMBEDDED_MODELS else "MODEL.gguf"
+    recipe = llamacpp_recipe(out, vec.layer_ids, scale, model_file)
+    console.print(
+        f"[green]✓[/] {out} (llama.cpp control vector; {entry.describe()}, sha256 {entry.sha256[:12]} verified)",
+        highlight=False,
+    )
+    console.print(
+        f"scale {scale:g} = the largest safe multiplier"
+        + (f" {safe}" if safe else " (none recorded: 1)")
+        + "; a negative scale steers away",
+        highlight=False,
+    )
+    for name in ("llama-cli", "llama-server"):
+        console.print(f"{name}:", recipe[name], highlight=False, soft_wrap=True)
+    console.print("python:\n" + recipe["python"], highlight=False, soft_wrap=True, markup=False)

@@ -8,12 +8,14 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from ..eval.config import EvalConfig
+from ..eval.config import EvalConfig, GateConfig
 from ..stages.options import EvaluateOptions
 from .options import (
     DeviceOpt,
     DtypeOpt,
     ModelOpt,
+    RootOpt,
+    behavior_files,
     command,
     config_from,
     console,
@@ -24,6 +26,7 @@ from .options import (
 
 def register(app: typer.Typer) -> None:
     app.command()(evaluate)
+    app.command()(gate)
     app.command()(generate)
 
 
@@ -87,6 +90,75 @@ def evaluate(
         "summary: " + ", ".join(f"{k} = {v:.3f}" if isinstance(v, float) else f"{k} = {v}" for k, v in s.items())
     )
     console.print(f"[green]✓[/] {res.json}\n[green]✓[/] {res.png}")
+
+
+@command()
+def gate(
+    ctx: typer.Context,
+    vector: Path = typer.Option(..., "--vector", "-v", help="The candidate vector."),
+    test: Path = typer.Option(..., "--test", "-t", help="The frozen held-out pairs it was evaluated on."),
+    evaluation: Path = typer.Option(
+        ..., "--evaluation", "-e", help="Its evaluation report (`steerkit evaluate` with --baseline for CAA)."
+    ),
+    out: Optional[Path] = typer.Option(
+        None, "--out", "-o", help="Gate report (default reports/gate/<model>/<behavior>.json)."
+    ),
+    model: str = ModelOpt,
+    multipliers: Optional[list[str]] = knob_option(EvalConfig, "multipliers", "-x"),
+    judge: Optional[str] = knob_option(EvalConfig, "judge"),
+    n_open: Optional[int] = knob_option(EvalConfig, "n_open"),
+    batch_size: Optional[int] = knob_option(EvalConfig, "batch_size"),
+    max_new_tokens: Optional[int] = knob_option(EvalConfig, "max_new_tokens"),
+    positions: Optional[list[str]] = knob_option(EvalConfig, "positions"),
+    limit: Optional[int] = knob_option(EvaluateOptions, "limit"),
+    texts: Optional[Path] = knob_option(EvaluateOptions, "texts"),
+    caa: Optional[Path] = typer.Option(None, help="The CAA vector, for its off-target effects at the same norm."),
+    off_target: Optional[list[str]] = typer.Option(
+        None, "--off-target", help="BEHAVIOR=TEST_FILE of another behavior (repeat): how much the vector moves it."
+    ),
+    metric: Optional[str] = knob_option(GateConfig, "metric"),
+    tolerance: Optional[float] = knob_option(GateConfig, "tolerance"),
+    beat_caa: Optional[bool] = knob_option(GateConfig, "beat_caa"),
+    beat_prompt: Optional[str] = knob_option(GateConfig, "beat_prompt"),
+    max_fluency_cost: Optional[float] = knob_option(GateConfig, "max_fluency_cost"),
+    root: Path = RootOpt,
+    device: Optional[str] = DeviceOpt,
+    dtype: Optional[str] = DtypeOpt,
+) -> None:
+    """Decide whether a candidate is released: against the stable version, CAA and the prompt, same pairs.
+
+    Prints the decision and every check; `steerkit catalog build --release reports/gate/<model>`
+    then makes a promoted candidate the next stable version.
+    """
+    from ..stages import gate as gate_stage
+
+    others = behavior_files(off_target, "--off-target")
+    res = gate_stage.gate(
+        vector,
+        test,
+        evaluation,
+        out,
+        model=model,
+        cfg=config_from(EvalConfig(), ctx.params),
+        rules=config_from(GateConfig(), ctx.params),
+        caa=caa,
+        off_target=others,
+        limit=limit,
+        texts=texts,
+        root=root,
+        device=device,
+        dtype=dtype,
+    )
+    console.print(decision_table(res.report))
+    console.print(f"[green]✓[/] {res.json}")
+
+
+def decision_table(report: dict) -> Table:
+    """One gate decision: each check, whether it passed and whether it was required."""
+    table = Table("check", "", "required", "detail", title=f"{report['behavior']}: {report['decision']}")
+    for c in report["checks"]:
+        table.add_row(c["name"], "✓" if c["passed"] else "✗", "yes" if c["required"] else "no", c["detail"])
+    return table
 
 
 def _comparison(rows: list[dict]) -> Table:

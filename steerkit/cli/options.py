@@ -150,6 +150,25 @@ def floats(values: list[str] | tuple[str, ...], key: str) -> list[float]:
 
 
 # ---------------------------------------------------------------------------- shared options
+def behavior_files(items: list[str] | None, flag_name: str) -> dict[str, Path]:
+    """``BEHAVIOR=FILE`` values of a repeatable option → {behavior: path}."""
+    from ..errors import DataError
+
+    out: dict[str, Path] = {}
+    for item in items or []:
+        b, sep, path = str(item).partition("=")
+        if not sep or not b.strip() or not path.strip():
+            raise DataError(
+                f"{item!r} is not BEHAVIOR=FILE",
+                where=flag_name,
+                fix=f"e.g. {flag_name} power-seeking=data/pairs/power-seeking/test.jsonl",
+            )
+        if b.strip() in out:
+            raise DataError(f"behavior {b.strip()!r} is given twice", where=flag_name)
+        out[b.strip()] = Path(path.strip())
+    return out
+
+
 ModelOpt = typer.Option(EMBEDDED_DEFAULT, "--model", "-m", help="Embedded name, local folder, .gguf file or hub id.")
 DeviceOpt = typer.Option(None, "--device", help="cpu, cuda, cuda:1 … (default: cuda if present).")
 DtypeOpt = typer.Option(None, "--dtype", help="fp32, bf16 (default: bf16 on CUDA, fp32 on CPU).")

@@ -16,6 +16,7 @@ from ..train.config import LoraConfig
 from .options import (
     DeviceOpt,
     DtypeOpt,
+    behavior_files,
     command,
     config_from,
     console,
@@ -218,7 +219,7 @@ def compose(
             raise SteerkitError("need --vector (repeatable) and --test BEHAVIOR=PAIRS (repeatable), or --case NAME")
         res = compose_stage.compose(
             vector,
-            compose_stage.parse_tests(test),
+            behavior_files(test, "--test"),
             floats(weight, "--weight") or None,
             out,
             model=model,

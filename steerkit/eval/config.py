@@ -63,3 +63,27 @@ class ComposeConfig:
     )
     fluency: bool = knob(False, "Also measure the perplexity of neutral texts for each column (slower).")
     batch_size: int = knob(8, "Pairs or texts per forward pass.", minimum=1)
+
+
+GATE_METRICS = ("margin_swing", "margin_per_token_swing", "win_swing")
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """When a candidate vector is released: the rules of the release gate (params.yaml's ``gate:``)."""
+
+    metric: str = knob(
+        "margin_swing", "The number a candidate is judged by (its swing over the multipliers).", choices=GATE_METRICS
+    )
+    tolerance: float = knob(
+        0.05, "How much worse than the stable release a candidate may be, as a share of stable's number.", minimum=0
+    )
+    beat_caa: bool = knob(True, "The candidate must beat CAA at the same norm.")
+    beat_prompt: str = knob(
+        "record",
+        "require: the candidate must beat the prompt baseline; record: only record it.",
+        choices=("require", "record"),
+    )
+    max_fluency_cost: float = knob(
+        0.10, "The largest fluency cost allowed at m = ±1; it also bounds the safe range.", positive=True
+    )

@@ -21,6 +21,7 @@ from ..layout import (
     CATALOG,
     adapter_dir,
     pairs_file,
+    pairs_root,
     report_path,
     reports_dir,
     vector_dir,
@@ -199,6 +200,52 @@ def _evaluate(p: Params, b: Behavior) -> Node:
     )
 
 
+def _others(p: Params, b: Behavior) -> dict[str, str]:
+    """The held-out pairs of every other behavior built beside ``b`` (``behaviors`` and ``b``'s own group)."""
+    peers = {**p.behaviors, **(p.optional.get(b.group, {}) if b.group else {})}
+    return {n: _p(pairs_file(".", n, "test")) for n in peers if n != b.name}
+
+
+def _gate(p: Params, b: Behavior) -> Node:
+    vector = _p(vector_path(".", p.model.dir, b.name, b.train.layer))
+    caa = _p(vector_path(".", p.model.dir, b.name, b.train.layer, "caa")) if b.train_options.baseline == "caa" else None
+    test, evaluation = _p(pairs_file(".", b.name, "test")), _p(report_path(".", "eval", p.model.dir, b.name))
+    report, others, o = _p(report_path(".", "gate", p.model.dir, b.name)), _others(p, b), b.evaluate_options
+    kwargs = {
+        "model": p.model.spec,
+        "cfg": b.evaluate,
+        "rules": p.gate,
+        "caa": caa,
+        "off_target": others,
+        "limit": o.limit,
+        "texts": p.texts,
+    }
+    argv = _line(
+        "gate",
+        vector=vector,
+        test=test,
+        evaluation=evaluation,
+        out=report,
+        model=p.model.spec,
+        cfg=b.evaluate,
+        limit=o.limit,
+        texts=p.texts,
+        caa=caa,
+        off_target=[f"{n}={t}" for n, t in others.items()],
+    ) + tuple(config_argv(p.gate))
+    deps = (_p(vector_dir(".", p.model.dir, b.name)), _p(pairs_root(".")), evaluation, p.texts)
+    return Node(
+        "gate",
+        b.name,
+        deps,
+        (),
+        metrics=(report,),
+        params=("model", "evaluate", "gate", f"behaviors.{b.name}.evaluate"),
+        call=Call("gate", "gate", (vector, test, evaluation, report), kwargs),
+        argv=(argv,),
+    )
+
+
 def _derive(p: Params, _: None) -> Node:
     t = p.derive_target
     folder, report = _p(adapter_dir(".", p.model.dir, t.name)), _p(report_path(".", "derive", p.model.dir, t.name))
@@ -267,14 +314,15 @@ def _compose(p: Params, name: str) -> Node:
 
 
 def _catalog(p: Params, _: None) -> Node:
-    deps = (_p(vectors_dir(".", p.model.dir)), _p(reports_dir(".", "eval", p.model.dir)))
+    gates = _p(reports_dir(".", "gate", p.model.dir))
+    deps = (_p(vectors_dir(".", p.model.dir)), _p(reports_dir(".", "eval", p.model.dir)), gates)
     return Node(
         "catalog",
         None,
         deps,
         (CATALOG,),
-        call=Call("catalog", "catalog", (".",)),
-        argv=(_line("catalog", "build", root="."),),
+        call=Call("catalog", "catalog", (".",), {"gates": gates}),
+        argv=(_line("catalog", "build", root=".", release=gates),),
     )
 
 
@@ -292,6 +340,7 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("prepare", "behavior", _prepare),
     StageSpec("train", "behavior", _train),
     StageSpec("evaluate", "behavior", _evaluate),
+    StageSpec("gate", "behavior", _gate),
     StageSpec("derive", None, _derive),
     StageSpec("transfer", "behavior", _transfer),
     StageSpec("compose", "combo", _compose),

@@ -2,8 +2,8 @@
 
 Each section's keys are the field names of the types the stages take (plus a few that only the
 pipeline has): ``train:`` = ``BipoConfig`` + ``TrainOptions``; ``evaluate:`` = ``EvalConfig`` +
-``EvaluateOptions``; ``derive:`` = ``LoraConfig`` + where the adapter goes and what it learns;
-``transfer:`` and ``compose:`` = their configs + a limit. What a section leaves out comes from the
+``EvaluateOptions``; ``gate:`` = ``GateConfig``; ``derive:`` = ``LoraConfig`` + where the adapter goes
+and what it learns; ``transfer:`` and ``compose:`` = their configs + a limit. What a section leaves out comes from the
 model's recipe (``train``, ``derive``) or the type's defaults, so ``steerkit train`` with no flags
 and the pipeline train the same vector.
 
@@ -12,6 +12,7 @@ Layout::
     model:      {spec, dir}                    what to load, and its folder under vectors/ and reports/
     train:      {layer, lr, epochs, ..., limit, baseline}     every behavior's training overrides
     evaluate:   {multipliers, judge, ..., limit, texts}
+    gate:       {metric, tolerance, beat_caa, prompt, max_fluency_cost}   when a candidate is released
     behaviors:  {<name>: {data: {train, test, format}, train: {...}, evaluate: {...}}}
     derive:     {name, data, steps, lr, ...}   one LoRA fine-tune of the model (transfer's target)
     transfer:   {multipliers, merged, batch_size, limit}
@@ -36,7 +37,7 @@ import yaml
 
 from ..config import default_of, knob, knob_names, problems, types_of
 from ..errors import DataError
-from ..eval.config import ComposeConfig, EvalConfig, TransferConfig
+from ..eval.config import ComposeConfig, EvalConfig, GateConfig, TransferConfig
 from ..layout import model_slug, safe_name
 from ..models import EMBEDDED_DEFAULT
 from ..recipes import Recipe, recipe_for
@@ -100,6 +101,7 @@ class Params:
     train_options: TrainOptions
     evaluate: EvalConfig
     evaluate_options: EvaluateOptions
+    gate: GateConfig
     behaviors: dict[str, Behavior]
     derive: LoraConfig
     derive_target: DeriveTarget
@@ -347,7 +349,22 @@ def _combos(c: _Checker, raw: Any, behaviors: dict[str, Behavior]) -> dict[str, 
     return combos
 
 
-TOP = ("model", "train", "evaluate", "behaviors", "derive", "transfer", "compose", "combos", "optional_behaviors")
+TOP = (
+    "model",
+    "train",
+    "evaluate",
+    "gate",
+    "behaviors",
+    "derive",
+    "transfer",
+    "compose",
+    "combos",
+    "optional_behaviors",
+)
+
+
+#: the sections dvc.yaml tracks as parameters: DVC refuses a params.yaml without them
+TRACKED = ("train", "evaluate", "gate", "derive", "transfer", "compose")
 
 
 def parse_params(raw: Any, path: str | Path = DEFAULT_PARAMS, root: str | Path = ".") -> Params:
@@ -371,6 +388,7 @@ def parse_params(raw: Any, path: str | Path = DEFAULT_PARAMS, root: str | Path =
             "(dvc.yaml tracks the file as a dependency)",
         )
     defaults = {"train": train, "train_options": train_opts, "evaluate": ev, "evaluate_options": ev_opts}
+    (gate,) = c.section(raw.get("gate"), "gate", GateConfig())
 
     behaviors_raw = c.mapping(raw["behaviors"], "behaviors")
     if not behaviors_raw:
@@ -400,6 +418,14 @@ def parse_params(raw: Any, path: str | Path = DEFAULT_PARAMS, root: str | Path =
     compose, compose_opts = c.section(
         raw.get("compose"), "compose", ComposeConfig(), ComposeOptions(), skip=("probe_texts",)
     )
+    for tracked in TRACKED:
+        if tracked not in raw:
+            c.fail(
+                tracked,
+                "is missing",
+                fix=f"write `{tracked}: {{}}` to keep the defaults (dvc.yaml tracks {tracked} as a parameter, "
+                "so it must exist)",
+            )
     return Params(
         path=path,
         model=model,
@@ -408,6 +434,7 @@ def parse_params(raw: Any, path: str | Path = DEFAULT_PARAMS, root: str | Path =
         train_options=train_opts,
         evaluate=ev,
         evaluate_options=ev_opts,
+        gate=gate,
         behaviors=behaviors,
         derive=derive,
         derive_target=target,

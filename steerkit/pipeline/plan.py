@@ -16,7 +16,7 @@ from . import graph
 from .params import Params
 
 #: derive needs nothing: first, so it runs beside prepare instead of holding up transfer later
-ORDER = ("derive", "prepare", "train", "evaluate", "transfer", "compose")
+ORDER = ("derive", "prepare", "train", "evaluate", "gate", "transfer", "compose")
 
 
 @dataclass

@@ -66,13 +66,27 @@ def _read_json(path: str | Path) -> dict | None:
         return None
 
 
+def _gate(p: Params, name: str, history: Any) -> dict[str, Any]:
+    """The gate's decision for a behavior, its reasons, and the stable version now (after releasing)."""
+    gate = _read_json(report_path(".", "gate", p.model.dir, name)) or {}
+    stable = history.stable(name, gate["model"], gate["method"]) if gate.get("model") and gate.get("method") else None
+    released = bool(stable and gate.get("candidate") and stable.sha256 == gate["candidate"].get("sha256"))
+    decision = gate.get("decision")
+    shown = "promoted" if decision == "promote" and released else decision
+    return {"decision": shown, "reasons": gate.get("reasons") or [], "stable": stable.version if stable else None}
+
+
 def rows(p: Params, out: Outcome, groups: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """One row per selected behavior, read from its reports (missing reports give dashes, not errors)."""
-    table = []
+    from ..catalog.releases import History
+
+    table, history = [], History.load(".")
     for name, b in p.selected(groups).items():
         ev = _read_json(report_path(".", "eval", p.model.dir, name)) or {}
         tr = _read_json(report_path(".", "transfer", p.model.dir, name)) if b.group is None else None
         s, base = ev.get("summary") or {}, (ev.get("baseline") or {}).get("summary") or {}
+        prompt = (ev.get("prompt") or {}).get("summary") or {}
+        with_prompt = (ev.get("vector_with_prompt") or {}).get("summary") or {}
         retention = None
         if tr and tr.get("retention"):
             vals = [r.get("margin_swing") for r in tr["retention"].values() if isinstance(r, dict)]
@@ -84,7 +98,7 @@ def rows(p: Params, out: Outcome, groups: tuple[str, ...] = ()) -> list[dict[str
                 kept[combo.name] = (co.get("kept") or {}).get(name)
         stages = {
             st: out.status(f"{st}@{name}")
-            for st in ("prepare", "train", "evaluate", "transfer")
+            for st in ("prepare", "train", "evaluate", "gate", "transfer")
             if st != "transfer" or b.group is None
         }
         table.append(
@@ -94,10 +108,13 @@ def rows(p: Params, out: Outcome, groups: tuple[str, ...] = ()) -> list[dict[str
                 "norm": (ev.get("vector") or {}).get("norm"),
                 "margin_swing": s.get("margin_swing"),
                 "caa_margin_swing": base.get("margin_swing"),
+                "prompt_margin_swing": prompt.get("margin_swing"),
+                "with_prompt_margin_swing": with_prompt.get("margin_swing"),
                 "win_swing": s.get("win_swing"),
                 "fluency_cost_at_1": s.get("fluency_cost_at_1"),
                 "retention": retention,
                 "kept": kept,
+                "gate": _gate(p, name, history),
                 "stages": stages,
                 "plot": report_path(".", "eval", p.model.dir, name, "png").as_posix(),
             }
@@ -184,6 +201,8 @@ def table_rows(summary: dict[str, Any]) -> list[dict[str, str]]:
             "norm": _num(r["norm"], "{:.2f}"),
             "margin swing (BiPO)": _num(r["margin_swing"]),
             "margin swing (CAA, same norm)": _num(r["caa_margin_swing"]),
+            "prompt (toward − away)": _num(r["prompt_margin_swing"]),
+            "BiPO + prompt": _num(r["with_prompt_margin_swing"]),
             "win swing": _num(r["win_swing"]),
             "fluency cost (m=±1)": _num(r["fluency_cost_at_1"], "{:.1%}"),
             "transfer retention": _num(r["retention"], "{:.2f}"),
@@ -194,16 +213,34 @@ def table_rows(summary: dict[str, Any]) -> list[dict[str, str]]:
     ]
 
 
+def gate_rows(summary: dict[str, Any]) -> list[dict[str, str]]:
+    """Promoted or held per behavior, the stable version now and why (the flow's release table)."""
+    return [
+        {
+            "behavior": r["behavior"],
+            "gate": r["gate"]["decision"] or "—",
+            "stable": "—" if r["gate"]["stable"] is None else f"v{r['gate']['stable']}",
+            "why": "; ".join(r["gate"]["reasons"]) or "—",
+        }
+        for r in summary["rows"]
+    ]
+
+
+def _md_table(table: list[dict[str, str]]) -> str:
+    if not table:
+        return ""
+    head = "| " + " | ".join(table[0]) + " |\n|" + "---|" * len(table[0]) + "\n"
+    return head + "".join("| " + " | ".join(str(v).replace("|", "\\|") for v in row.values()) + " |\n" for row in table)
+
+
 def markdown(summary: dict[str, Any]) -> str:
     """The run's report as markdown (the flow's markdown artifact)."""
-    table = table_rows(summary)
-    head = "| " + " | ".join(table[0]) + " |\n|" + "---|" * len(table[0]) + "\n" if table else ""
-    body = "".join("| " + " | ".join(str(v).replace("|", "\\|") for v in row.values()) + " |\n" for row in table)
     plots = "\n".join(f"- `{r['plot']}`" for r in summary["rows"])
     return (
         f"# steerkit pipeline — {'succeeded' if summary['ok'] else 'FAILED'}\n\n"
-        f"Model `{summary['model']}`, project `{summary.get('root', '.')}`.\n\n{summary['message']}\n\n{head}{body}\n"
-        f"{SWING_NOTE}\n\nPlots:\n{plots}\n\nCatalog: `{summary['catalog'] or '(none)'}`"
+        f"Model `{summary['model']}`, project `{summary.get('root', '.')}`.\n\n{summary['message']}\n\n"
+        f"{_md_table(table_rows(summary))}\n{SWING_NOTE}\n\n## Release gate\n\n{_md_table(gate_rows(summary))}\n"
+        f"Plots:\n{plots}\n\nCatalog: `{summary['catalog'] or '(none)'}`"
         + (" (rebuilt)" if summary["catalog_rebuilt"] else "")
         + "\n"
     )
@@ -223,6 +260,8 @@ def print_summary(summary: dict[str, Any], console: Any) -> None:
         "|v|",
         "margin swing",
         *(["CAA, same |v|"] if caa else []),
+        "prompt",
+        "BiPO + prompt",
         "win swing",
         "fluency cost m=±1",
         "transfer retention",
@@ -236,6 +275,8 @@ def print_summary(summary: dict[str, Any], console: Any) -> None:
             _num(r["norm"], "{:.2f}"),
             _num(r["margin_swing"]),
             *([_num(r["caa_margin_swing"])] if caa else []),
+            _num(r["prompt_margin_swing"]),
+            _num(r["with_prompt_margin_swing"]),
             _num(r["win_swing"]),
             _num(r["fluency_cost_at_1"], "{:.1%}"),
             _num(r["retention"], "{:.2f}"),
@@ -243,6 +284,10 @@ def print_summary(summary: dict[str, Any], console: Any) -> None:
         )
     if summary["rows"]:
         console.print(table)
+        gates = Table("behavior", "gate", "stable", "why", title="release gate (promoted / held, and why)")
+        for g in gate_rows(summary):
+            gates.add_row(*g.values())
+        console.print(gates)
     for r in summary["rows"]:
         console.print(f"plot      {r['plot']}", highlight=False, soft_wrap=True)
     for path in summary.get("transfer", {}).values():

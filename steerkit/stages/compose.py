@@ -11,7 +11,7 @@ from typing import Any
 from ..config import as_float, to_plain
 from ..data.readers import load_pairs
 from ..data.texts import neutral_texts
-from ..errors import DataError, VectorError, option
+from ..errors import VectorError, option
 from ..eval.compose import (
     ComposeCase,
     column_names,
@@ -41,23 +41,6 @@ def combo_name(names: Sequence[str], weights: Sequence[float]) -> str:
         for n, w in zip(names, weights)
     ]
     return "__".join(parts)
-
-
-def parse_tests(items: Sequence[str]) -> dict[str, Path]:
-    """``BEHAVIOR=PAIRS`` strings → {behavior: path}."""
-    out: dict[str, Path] = {}
-    for item in items:
-        b, sep, path = str(item).partition("=")
-        if not sep or not b.strip() or not path.strip():
-            raise DataError(
-                f"{item!r} is not BEHAVIOR=PAIRS",
-                where=option("tests"),
-                fix="e.g. power-seeking=data/pairs/power-seeking/test.jsonl",
-            )
-        if b.strip() in out:
-            raise DataError(f"behavior {b.strip()!r} is given twice", where=option("tests"))
-        out[b.strip()] = Path(path.strip())
-    return out
 
 
 def compose(

@@ -14,6 +14,7 @@ from ..errors import DataError, setting
 from ..eval.config import EvalConfig
 from ..eval.judges import make_judge
 from ..eval.report import evaluate_vector, write_report
+from ..fileio import sha256_file
 from ..layout import report_name, report_path
 from ..models import LoadedModel, load_model
 from ..vector import SteeringVector
@@ -77,7 +78,9 @@ def evaluate(
     report.update(
         model=lm.name,
         vector_file=str(vector_file),
+        vector_sha256=sha256_file(vector_file),
         test_file=str(test_file),
+        test_sha256=sha256_file(test_file),
         baseline_file=str(baseline) if baseline else None,
         config=to_plain(cfg),
     )

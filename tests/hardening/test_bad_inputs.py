@@ -414,7 +414,7 @@ def _catalog_checksum(ctx: Ctx):
     root = _catalog_project(ctx)
     vec(seed=9).save(root / "vectors" / "tiny" / "b" / "L1.safetensors")  # re-trained, catalog not rebuilt
     catalog = Catalog.open(root)
-    return catalog.load(catalog.find("b", model="tiny"))
+    return catalog.load(catalog.find("b", model="tiny", channel="candidate"))
 
 
 def _catalog_invalid(ctx: Ctx):

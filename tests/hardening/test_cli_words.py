@@ -134,7 +134,7 @@ CASES = [
         "compose-tests",
         lambda t: vec(t / "v.safetensors", behavior="b"),
         ["compose", "--vector", "{0}", "--test", "b"],
-        ["--test", "BEHAVIOR=PAIRS"],
+        ["--test", "BEHAVIOR=FILE"],
     ),
     (
         "export-layer0",

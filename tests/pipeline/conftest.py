@@ -86,6 +86,7 @@ def tiny_params(model_dir: Path) -> dict:
             "batch_size": 8,
             "texts": "data/seed/neutral.txt",
         },
+        "gate": {},
         "behaviors": {
             b: {
                 "data": {"train": f"data/seed/{b}/train.jsonl", "test": f"data/seed/{b}/test.jsonl"},

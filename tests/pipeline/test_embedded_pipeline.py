@@ -41,6 +41,9 @@ def test_flow_on_the_embedded_model_then_dvc_has_nothing_to_do(tmp_path, prefect
     catalog = json.loads((root / "vectors/catalog.json").read_text())
     assert {e["behavior"] for e in catalog["entries"]} == set(BEHAVIORS)
     assert all(e["data_version"] for e in catalog["entries"])  # the catalog read the just-committed dvc.lock
+    gate = json.loads((root / "reports/gate/smollm2-135m-instruct/power-seeking.json").read_text())
+    assert gate["decision"] == "promote", gate["reasons"]  # the README's catalog snippet loads the stable one
+    assert {(e["behavior"], e["channel"], e["version"]) for e in catalog["entries"]} >= {("power-seeking", "stable", 1)}
     assert dvc_status(root) == {}
 
     # every Python snippet of the README, as written, against the files this run made

@@ -83,7 +83,13 @@ def test_1_first_run_retries_commits_and_agrees_with_dvc(project, flows, monkeyp
         (b, m) for b in BEHAVIORS for m in ("bipo", "caa")
     }
     assert summary["rows"][0]["margin_swing"] is not None and summary["rows"][0]["retention"] is not None
-    assert "catalog" in summary["committed"] and len(summary["committed"]) == 2 * 4 + 3
+    assert "catalog" in summary["committed"] and len(summary["committed"]) == 2 * 5 + 3
+    for b in BEHAVIORS:  # the gate judged each candidate; what it promoted is the stable version now
+        gate = yaml.safe_load((project / f"reports/gate/tiny-llama/{b}.json").read_text())
+        row = next(r for r in summary["rows"] if r["behavior"] == b)
+        assert row["gate"]["decision"] == {"promote": "promoted"}.get(gate["decision"], gate["decision"])
+        stable = [e for e in catalog["entries"] if e["behavior"] == b and e["channel"] == "stable"]
+        assert len(stable) == (gate["decision"] == "promote") and row["gate"]["reasons"] == gate["reasons"]
 
     # DVC agrees: nothing to do
     assert dvc_status(project) == {}
@@ -92,6 +98,8 @@ def test_1_first_run_retries_commits_and_agrees_with_dvc(project, flows, monkeyp
     table = artifacts("steerkit-pipeline-table")
     assert table and {row["behavior"] for row in yaml.safe_load(table[0].data)} == set(BEHAVIORS)
     assert "margin swing" in artifacts("steerkit-pipeline-report")[0].data
+    release = yaml.safe_load(artifacts("steerkit-pipeline-release")[0].data)
+    assert {row["behavior"] for row in release} == set(BEHAVIORS) and all(row["why"] for row in release)
 
     again = flows.run_pipeline(root=str(project), retries=0)
     assert again["ok"] and again["committed"] == [] and "0 stage(s) ran" in again["message"]
@@ -104,7 +112,7 @@ def test_2_dvc_repro_rebuilds_one_chain_and_then_the_flow_has_nothing_to_do(proj
     write_params(project, params)
     out = dvc(project, "repro").stdout
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
-    assert ran == {f"train@{A}", f"evaluate@{A}", f"transfer@{A}", "compose@power-wealth", "catalog"}, out
+    assert ran == {f"train@{A}", f"evaluate@{A}", f"gate@{A}", f"transfer@{A}", "compose@power-wealth", "catalog"}, out
     assert tree_hash(flows, project / f"vectors/tiny-llama/{A}") != before[A]
     assert tree_hash(flows, project / f"vectors/tiny-llama/{B}") == before[B]
     assert dvc_status(project) == {}

@@ -144,6 +144,7 @@ def record(monkeypatch, calls: list) -> None:
     import steerkit.stages.compose as compose_stage
     import steerkit.stages.derive as derive_stage
     import steerkit.stages.evaluate as evaluate_stage
+    import steerkit.stages.gate as gate_stage
     import steerkit.stages.prepare as prepare_stage
     import steerkit.stages.train as train_stage
     import steerkit.stages.transfer as transfer_stage
@@ -151,6 +152,7 @@ def record(monkeypatch, calls: list) -> None:
     for module, name in (
         (prepare_stage, "prepare"),
         (evaluate_stage, "evaluate"),
+        (gate_stage, "gate"),
         (derive_stage, "derive"),
         (transfer_stage, "transfer"),
         (compose_stage, "compose"),

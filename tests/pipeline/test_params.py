@@ -125,7 +125,7 @@ def test_dvc_resolves_the_shipped_pipeline():
     with Repo(str(REPO)) as repo:
         stages = {s.addressing: s for s in repo.index.stages if s.path_in_repo == "dvc.yaml"}
     behaviors = ("power-seeking", "wealth-seeking")
-    expected = {f"{st}@{b}" for st in ("prepare", "train", "evaluate", "transfer") for b in behaviors}
+    expected = {f"{st}@{b}" for st in ("prepare", "train", "evaluate", "gate", "transfer") for b in behaviors}
     assert set(stages) == expected | {"derive", "compose@power-wealth", "catalog"}
     train = stages["train@wealth-seeking"]
     assert train.cmd == "steerkit pipeline stage train wealth-seeking"

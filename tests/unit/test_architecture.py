@@ -138,7 +138,7 @@ def test_no_private_helper_is_used_across_modules():
     [
         ("prefect", ()),  # only flows/ imports Prefect
         ("prefect_dask", ()),
-        ("dvc", ("steerkit.pipeline.dvc", "steerkit.catalog.index")),  # the DVC glue and the catalog's remote reader
+        ("dvc", ("steerkit.pipeline.dvc", "steerkit.catalog.remote")),  # the DVC glue and the reader of old revisions
     ],
 )
 def test_who_imports_prefect_and_dvc(dependency, allowed):

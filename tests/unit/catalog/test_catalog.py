@@ -82,7 +82,7 @@ def test_build_records_every_vector_with_provenance(tree):
         ("power-seeking", "tiny", "caa"),
         ("wealth-seeking", "tiny", "bipo"),
     ]
-    e = cat.find("power-seeking", model="tiny")
+    e = cat.find("power-seeking", channel="candidate", model="tiny")
     assert e.path == "vectors/tiny/power-seeking/L3.safetensors"
     assert e.sha256 == sha256_file(tree / e.path)
     assert (e.layers, e.hidden_size, e.model_fingerprint) == ([3], 8, "f" * 16)
@@ -91,9 +91,11 @@ def test_build_records_every_vector_with_provenance(tree):
     assert e.data_sha256 == "d" * 64 and e.data_version == "0123abcd"
     assert e.git_rev is None  # tmp_path is no git repository
     assert e.created.endswith("+00:00") and e.steerkit_version and e.format_version == 1
-    assert cat.find("power-seeking", model="tiny", method="caa").metrics == {}  # its report would be <b>.caa.json
-    assert cat.find("wealth-seeking").data_version == "4567ef.dir"  # the folder holding the data
-    assert cat.find("wealth-seeking").safe_multiplier_range is None
+    assert (
+        cat.find("power-seeking", channel="candidate", model="tiny", method="caa").metrics == {}
+    )  # its report would be <b>.caa.json
+    assert cat.find("wealth-seeking", channel="candidate").data_version == "4567ef.dir"  # the folder holding the data
+    assert cat.find("wealth-seeking", channel="candidate").safe_multiplier_range is None
 
 
 def test_rebuilding_an_unchanged_tree_gives_identical_bytes(tree):
@@ -121,36 +123,39 @@ def test_report_for_another_layer_is_not_attributed(tree):
         {"vector": {"layers": [5]}, "summary": {"margin_swing": 1.0}},
     )
     cat = build_catalog(tree)
-    assert cat.find("wealth-seeking", layer=5).metrics == {"margin_swing": 1.0}
-    assert cat.find("wealth-seeking", layer=3).metrics == {}
+    assert cat.find("wealth-seeking", channel="candidate", layer=5).metrics == {"margin_swing": 1.0}
+    assert cat.find("wealth-seeking", channel="candidate", layer=3).metrics == {}
 
 
 # ---------------------------------------------------------------------------------------- querying
 def test_find_errors_list_what_exists(tree):
     cat = build_catalog(tree)
     with pytest.raises(NotInCatalogError, match="no vector for behavior 'sycophancy'") as none:
-        cat.find("sycophancy")
+        cat.find("sycophancy", channel="candidate")
     assert "power-seeking" in str(none.value) and "wealth-seeking" in str(none.value) and "org/other" in str(none.value)
     with pytest.raises(AmbiguousEntryError, match="2 vectors match") as many:
-        cat.find("power-seeking")
+        cat.find("power-seeking", channel="candidate")
     assert "model=tiny" in str(many.value) and "model=org/other" in str(many.value)
     assert many.value.fix.startswith("narrow it down with model=")  # in Python's words (the CLI says --model: below)
     with pytest.raises(NotInCatalogError, match="method=bipo layers=\\[3\\]"):
-        cat.find("power-seeking", model="tiny", layer=7)
-    assert cat.find("power-seeking", model="org--other").model == "org/other"  # the folder name works too
+        cat.find("power-seeking", channel="candidate", model="tiny", layer=7)
+    assert (
+        cat.find("power-seeking", channel="candidate", model="org--other").model == "org/other"
+    )  # the folder name works too
     with pytest.raises(AmbiguousEntryError):
-        cat.find("power-seeking", model="tiny", method=None)
+        cat.find("power-seeking", channel="candidate", model="tiny", method=None)
     assert isinstance(none.value, SteerkitError) and isinstance(none.value, LookupError)
 
 
 def test_load_verifies_the_checksum(tree):
     rebuild_catalog(tree)
     cat = Catalog.open(tree)
-    vec = cat.load("power-seeking", model="tiny")
+    vec = cat.load("power-seeking", channel="candidate", model="tiny")
     assert torch.equal(
-        vec.layers[3], SteeringVector.load(tree / cat.find("power-seeking", model="tiny").path).layers[3]
+        vec.layers[3],
+        SteeringVector.load(tree / cat.find("power-seeking", channel="candidate", model="tiny").path).layers[3],
     )
-    entry = cat.find("wealth-seeking")
+    entry = cat.find("wealth-seeking", channel="candidate")
     f = tree / entry.path
     data = bytearray(f.read_bytes())
     data[-1] ^= 0x01  # one flipped bit in the last tensor byte: still a valid safetensors file
@@ -168,7 +173,7 @@ def test_open_accepts_the_file_path_and_refuses_paths_outside_the_project(tree):
     rebuild_catalog(tree)
     cat = Catalog.open(tree / "vectors" / "catalog.json")
     assert cat.root == tree and len(cat) == 4
-    evil = CatalogEntry(**{**cat.find("wealth-seeking").to_dict(), "path": "../../etc/passwd"})
+    evil = CatalogEntry(**{**cat.find("wealth-seeking", channel="candidate").to_dict(), "path": "../../etc/passwd"})
     with pytest.raises(CatalogError, match="not a relative path inside the project"):
         cat.load(evil)
 
@@ -268,32 +273,76 @@ def test_cli_build_ls_show_get(tree, tmp_path, monkeypatch):
     res = runner.invoke(app, ["catalog", "ls", "--root", str(tree), "--json"])
     assert res.exit_code == 0 and len(json.loads(res.stdout)["entries"]) == 4
 
-    res = runner.invoke(app, ["catalog", "show", "power-seeking", "--model", "tiny", "--root", str(tree), "--json"])
+    res = runner.invoke(
+        app,
+        [
+            "catalog",
+            "show",
+            "power-seeking",
+            "--channel",
+            "candidate",
+            "--model",
+            "tiny",
+            "--root",
+            str(tree),
+            "--json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     shown = json.loads(res.stdout)
     assert shown["path"] == "vectors/tiny/power-seeking/L3.safetensors" and shown["metrics"]["margin_swing"] == 4.25
 
     res = runner.invoke(
-        app, ["catalog", "show", "power-seeking", "--model", "tiny", "--method", "caa", "--root", str(tree)]
+        app,
+        [
+            "catalog",
+            "show",
+            "power-seeking",
+            "--channel",
+            "candidate",
+            "--model",
+            "tiny",
+            "--method",
+            "caa",
+            "--root",
+            str(tree),
+        ],
     )
     assert res.exit_code == 0 and "L3.caa.safetensors" in res.output
 
     out = tmp_path / "got" / "v.safetensors"
-    res = runner.invoke(app, ["catalog", "get", "wealth-seeking", "--out", str(out), "--root", str(tree)])
+    res = runner.invoke(
+        app, ["catalog", "get", "wealth-seeking", "--channel", "candidate", "--out", str(out), "--root", str(tree)]
+    )
     assert res.exit_code == 0, res.output
     assert out.read_bytes() == (tree / "vectors" / "tiny" / "wealth-seeking" / "L3.safetensors").read_bytes()
 
 
 def test_cli_errors_are_one_clear_message(tree, tmp_path):
     rebuild_catalog(tree)
-    res = runner.invoke(app, ["catalog", "show", "power-seeking", "--root", str(tree)])
+    res = runner.invoke(app, ["catalog", "show", "power-seeking", "--channel", "candidate", "--root", str(tree)])
     assert res.exit_code == 2 and "error:" in res.stderr and "--model" in res.stderr
     assert "Traceback" not in res.output
-    res = runner.invoke(app, ["catalog", "get", "nope", "--out", str(tmp_path / "x"), "--root", str(tree)])
+    res = runner.invoke(
+        app, ["catalog", "get", "nope", "--channel", "candidate", "--out", str(tmp_path / "x"), "--root", str(tree)]
+    )
     assert res.exit_code == 2 and "wealth-seeking" in res.stderr and not (tmp_path / "x").exists()
     f = tree / "vectors" / "tiny" / "wealth-seeking" / "L3.safetensors"
     f.write_bytes(f.read_bytes()[:-1] + b"\x00")
-    res = runner.invoke(app, ["catalog", "get", "wealth-seeking", "--out", str(tmp_path / "y"), "--root", str(tree)])
+    res = runner.invoke(
+        app,
+        [
+            "catalog",
+            "get",
+            "wealth-seeking",
+            "--channel",
+            "candidate",
+            "--out",
+            str(tmp_path / "y"),
+            "--root",
+            str(tree),
+        ],
+    )
     assert res.exit_code == 2 and "sha256" in res.stderr and not (tmp_path / "y").exists()
     res = runner.invoke(app, ["catalog", "ls", "--root", str(tmp_path / "empty")])
     assert res.exit_code == 2 and "catalog build" in res.stderr
@@ -326,21 +375,39 @@ def test_reading_a_repository_at_an_earlier_revision(tmp_path, monkeypatch):
     _git(repo, "add", "-A")
     _git(repo, "commit", "-q", "-m", "v1")
     rev1 = _git(repo, "rev-parse", "HEAD")
-    old_sha = Catalog.open(repo).find("power-seeking").sha256
+    old_sha = Catalog.open(repo).find("power-seeking", channel="candidate").sha256
 
     _save(repo, _vec("power-seeking", seed=2))  # retrained
     cat_now = rebuild_catalog(repo)
-    assert cat_now.find("power-seeking").git_rev == rev1  # HEAD when it was built
+    assert cat_now.find("power-seeking", channel="candidate").git_rev == rev1  # HEAD when it was built
     _git(repo, "commit", "-q", "-a", "-m", "v2")
 
     at1 = Catalog.open(str(repo), rev=rev1)
-    entry = at1.find("power-seeking")
-    assert entry.sha256 == old_sha != cat_now.find("power-seeking").sha256
+    entry = at1.find("power-seeking", channel="candidate")
+    assert entry.sha256 == old_sha != cat_now.find("power-seeking", channel="candidate").sha256
     assert torch.equal(at1.load(entry).layers[3], old.layers[3])  # the old bytes, read through dvc.api
-    assert Catalog.from_repo(str(repo), "HEAD").find("power-seeking").sha256 == cat_now.find("power-seeking").sha256
+    assert (
+        Catalog.from_repo(str(repo), "HEAD").find("power-seeking", channel="candidate").sha256
+        == cat_now.find("power-seeking", channel="candidate").sha256
+    )
 
     out = tmp_path / "old.safetensors"
-    res = runner.invoke(app, ["catalog", "get", "power-seeking", "--out", str(out), "--repo", str(repo), "--rev", rev1])
+    res = runner.invoke(
+        app,
+        [
+            "catalog",
+            "get",
+            "power-seeking",
+            "--channel",
+            "candidate",
+            "--out",
+            str(out),
+            "--repo",
+            str(repo),
+            "--rev",
+            rev1,
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert sha256_file(out) == old_sha
     res = runner.invoke(app, ["catalog", "ls", "--repo", str(repo), "--rev", "no-such-rev"])

@@ -17,12 +17,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from steerkit.cli.options import behavior_files
 from steerkit.data.pairs import ContrastivePair, write_pairs_jsonl
 from steerkit.errors import DataError, VectorError
 from steerkit.eval import compose as co
 from steerkit.eval.config import ComposeConfig
 from steerkit.models import LoadedModel, decoder_layers
-from steerkit.stages.compose import combo_name, parse_tests, run_case
+from steerkit.stages.compose import combo_name, run_case
 from steerkit.vector import SteeringVector
 
 from ...conftest import TinyTokenizer, tiny_model
@@ -161,10 +162,10 @@ def test_paper_cases_and_names(tmp_path):
     assert combo_name(["power-seeking", "power-seeking@-0.5"], [1, -0.5]) == "power-seeking__power-seeking.w-0.5"
     with pytest.raises(DataError, match="unknown composition case"):
         co.get_case("nope")
-    assert parse_tests(["a=x.jsonl", "b = y.jsonl"]) == {"a": Path("x.jsonl"), "b": Path("y.jsonl")}
+    assert behavior_files(["a=x.jsonl", "b = y.jsonl"], "--test") == {"a": Path("x.jsonl"), "b": Path("y.jsonl")}
     for bad in (["a"], ["=x"], ["a=x", "a=y"]):
-        with pytest.raises(DataError):
-            parse_tests(bad)
+        with pytest.raises(DataError, match="--test"):
+            behavior_files(bad, "--test")
 
 
 def test_cli_compose(tiny, tmp_path, monkeypatch):

@@ -1,0 +1,285 @@
+"""Releases: numbered versions of each vector, a stable channel, and an append-only history (git-tracked).
+
+A release copies the vector file into ``vectors/released/<model>/<behavior>/<method>.v<N>.safetensors``
+and appends an event to ``vectors/releases.json``: who, when, why, the numbers behind the decision,
+the file's sha256, the held-out set it was judged on, and the git commit and DVC version of the
+file it came from. The stable version of a (behavior, model, method) is the one the last event
+(a promotion or a rollback) names; nothing in the history is ever rewritten. Commit both (and
+``dvc push``) after a run whose releases you keep: the copies make every version loadable by
+number, the revisions let ``dvc.api`` fetch it from the commit it was released at as well.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import socket
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ..errors import ChecksumError, DataError, option
+from ..fileio import atomic_write_bytes, atomic_write_json, sha256_bytes
+from ..layout import released_path, releases_path
+from .remote import read_at
+
+FORMAT = "steerkit.releases"
+FORMAT_VERSION = 1
+EVENTS = ("promote", "rollback")
+LOCK_TIMEOUT_S = 120.0
+
+
+class ReleaseError(DataError):
+    """A release cannot be made, found or undone (nothing to promote, no earlier version, a broken history)."""
+
+
+@dataclass
+class Release:
+    """One event of the history: ``version`` of (behavior, model, method) became stable."""
+
+    event: str  # promote | rollback
+    behavior: str
+    model: str
+    method: str
+    version: int
+    sha256: str
+    path: str  # the released copy, posix, relative to the project root
+    source: str  # the file it was released from (the candidate)
+    who: str
+    when: str
+    why: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    test_sha256: str | None = None  # the held-out set it was judged on
+    git_rev: str | None = None
+    dvc_md5: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.behavior, self.model, self.method)
+
+
+def whoami() -> str:
+    """``$STEERKIT_RELEASER``, else git's user.name, else user@host (a scheduled run names its account)."""
+    if os.environ.get("STEERKIT_RELEASER"):
+        return os.environ["STEERKIT_RELEASER"]
+    try:
+        name = subprocess.run(["git", "config", "user.name"], capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        name = ""
+    return name or f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass
+class History:
+    """The release history of a project: every event, oldest first."""
+
+    root: Path
+    events: list[Release] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, root: str | os.PathLike = ".") -> History:
+        """The project's history (empty when nothing was released yet)."""
+        path = releases_path(root)
+        if not path.is_file():
+            return cls(Path(root))
+        try:
+            text = path.read_bytes()
+        except OSError as exc:
+            raise ReleaseError(f"cannot read the release history ({exc.strerror or exc})", where=str(path)) from None
+        return cls.from_text(text, Path(root), str(path))
+
+    @classmethod
+    def from_text(cls, text: str | bytes, root: Path, where: str) -> History:
+        try:
+            raw = json.loads(text)
+            if raw.get("format") != FORMAT or not isinstance(raw.get("events"), list):
+                raise ValueError(f"not a {FORMAT} file")
+            if raw.get("format_version", 1) > FORMAT_VERSION:
+                raise ValueError(f"format version {raw['format_version']} is newer than this steerkit")
+            events = [Release(**e) for e in raw["events"]]
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise ReleaseError(
+                f"the release history is unreadable ({exc})",
+                where=where,
+                fix="restore it from git (`git checkout vectors/releases.json`): it is append-only",
+            ) from None
+        return cls(root, events)
+
+    def save(self) -> None:
+        atomic_write_json(
+            releases_path(self.root),
+            {"format": FORMAT, "format_version": FORMAT_VERSION, "events": [asdict(e) for e in self.events]},
+        )
+
+    def of(self, behavior: str, model: str, method: str = "bipo") -> list[Release]:
+        return [e for e in self.events if e.key == (behavior, model, method)]
+
+    def stable(self, behavior: str, model: str, method: str = "bipo") -> Release | None:
+        """The release the last event of (behavior, model, method) made stable, or None."""
+        mine = self.of(behavior, model, method)
+        return mine[-1] if mine else None
+
+    def version(self, behavior: str, model: str, method: str, version: int) -> Release:
+        for e in self.of(behavior, model, method):
+            if e.version == version and e.event == "promote":
+                return e
+        known = sorted({e.version for e in self.of(behavior, model, method)})
+        raise ReleaseError(
+            f"no version {version} of {behavior} ({model}, {method}); released: {known or 'none'}",
+            where=str(releases_path(self.root)),
+            fix="pick a released version",
+        )
+
+    def keys(self) -> list[tuple[str, str, str]]:
+        return sorted({e.key for e in self.events})
+
+    def read(self, release: Release) -> bytes:
+        """The released file's bytes, verified (from the copy; else from git/DVC at the revision it came from)."""
+        path = self.root / release.path
+        try:
+            data = path.read_bytes()
+        except OSError:
+            data = _from_revision(self.root, release)
+        if sha256_bytes(data) != release.sha256:
+            raise ChecksumError(
+                f"released file does not match its release: expected sha256 {release.sha256}",
+                where=str(path),
+                fix="restore it from git (`git checkout vectors/released`)",
+            )
+        return data
+
+
+def _from_revision(root: Path, release: Release) -> bytes:
+    if not release.git_rev:
+        raise ReleaseError(
+            "the released copy is missing and the release names no git revision to fetch it from",
+            where=str(root / release.path),
+            fix="restore vectors/released/ from git",
+        )
+    return read_at(release.source, str(root), release.git_rev, str(root / release.path))
+
+
+@contextmanager
+def locked(root: str | os.PathLike) -> Iterator[None]:
+    """One writer of the history at a time (``vectors/releases.json.lock``)."""
+    from filelock import FileLock, Timeout
+
+    path = releases_path(root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(f"{path}.lock", timeout=LOCK_TIMEOUT_S)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise ReleaseError(
+            f"another process has held the release lock for over {LOCK_TIMEOUT_S:.0f} s",
+            where=f"{path}.lock",
+            fix="wait for the other steerkit process to finish and retry",
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def promote(
+    root: str | os.PathLike,
+    behavior: str,
+    model: str,
+    method: str,
+    data: bytes,
+    source: str,
+    why: str,
+    metrics: dict[str, Any] | None = None,
+    test_sha256: str | None = None,
+    git_rev: str | None = None,
+    dvc_md5: str | None = None,
+    who: str | None = None,
+) -> Release:
+    """Make ``data`` (a vector file's bytes) the stable version: a new number, or the number it already has."""
+    root = Path(root)
+    with locked(root):
+        history = History.load(root)
+        sha = sha256_bytes(data)
+        mine = history.of(behavior, model, method)
+        known = next((e for e in mine if e.sha256 == sha and e.event == "promote"), None)
+        version = known.version if known else max((e.version for e in mine), default=0) + 1
+        path = released_path(root, model, behavior, method, version)
+        if not path.is_file():
+            atomic_write_bytes(path, data)
+        release = Release(
+            "promote",
+            behavior,
+            model,
+            method,
+            version,
+            sha,
+            path.relative_to(root).as_posix(),
+            source,
+            who or whoami(),
+            now(),
+            why,
+            metrics or {},
+            test_sha256,
+            git_rev,
+            dvc_md5,
+        )
+        history.events.append(release)
+        history.save()
+    return release
+
+
+def rollback(
+    root: str | os.PathLike, behavior: str, model: str, method: str = "bipo", why: str = "", who: str | None = None
+) -> Release:
+    """Make the version stable that was stable before the current one."""
+    root = Path(root)
+    with locked(root):
+        history = History.load(root)
+        mine = history.of(behavior, model, method)
+        if not mine:
+            raise ReleaseError(
+                f"{behavior} ({model}, {method}) has no release to roll back",
+                fix="promote a version first (`steerkit catalog promote`)",
+            )
+        stack: list[int] = []  # the stable versions in the order they became stable, rolled-back ones removed
+        for e in mine:
+            if e.event == "promote":
+                stack.append(e.version)
+            elif stack:
+                stack.pop()
+        current = mine[-1].version
+        if len(stack) < 2:
+            raise ReleaseError(
+                f"{behavior} ({model}, {method}) has no version before v{current} to go back to",
+                fix=f"promote another version instead ({option('version')})",
+            )
+        back = history.version(behavior, model, method, stack[-2])
+        release = Release(
+            "rollback",
+            behavior,
+            model,
+            method,
+            back.version,
+            back.sha256,
+            back.path,
+            back.source,
+            who or whoami(),
+            now(),
+            why or f"rolled back from v{current}",
+            back.metrics,
+            back.test_sha256,
+            back.git_rev,
+            back.dvc_md5,
+        )
+        history.events.append(release)
+        history.save()
+    return release
