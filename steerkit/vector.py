@@ -20,7 +20,7 @@ from torch import nn
 
 from .config import as_float
 from .errors import VectorError, option, setting
-from .fileio import atomic_write_bytes, sha256_bytes
+from .fileio import atomic_write_bytes, sha256_bytes, sha256_file
 from .models import decoder_layers, hidden_size, model_fingerprint
 
 FORMAT = "steerkit.vector"
@@ -249,7 +249,12 @@ class SteeringVector:
             obj = next(iter(obj.values()))
         if not isinstance(obj, torch.Tensor):
             raise VectorError(f"expected a tensor, found {type(obj).__name__}", where=str(path))
-        return cls({layer: obj.reshape(-1)}, {"method": "bipo", "imported_from": str(Path(path).name), **meta})
+        return cls({layer: obj.reshape(-1)}, {"method": "bipo", **provenance(path, "BiPO .pt (official code)"), **meta})
+
+
+def provenance(path: str | os.PathLike, fmt: str) -> dict[str, str]:
+    """Metadata saying where an imported vector came from: the file's name, its format and its sha256."""
+    return {"imported_from": Path(path).name, "imported_format": fmt, "imported_sha256": sha256_file(path)}
 
 
 def _looks_like_safetensors(data: bytes) -> bool:

@@ -61,16 +61,23 @@ def import_(
     layer: Optional[int] = typer.Option(None, help="For a .pt file: the layer it was trained at."),
     behavior: Optional[str] = typer.Option(None, help="The behavior it steers (recorded in its metadata)."),
     model: Optional[str] = typer.Option(None, help="The model it was made for (recorded in its metadata)."),
+    method: Optional[str] = typer.Option(
+        None, help="Its method name in the catalog (default: imported for .gguf, bipo for .pt)."
+    ),
 ) -> None:
-    """Bring a vector made by another tool into steerkit (its metadata says where it came from)."""
+    """Bring a vector made by another tool into steerkit (its metadata says where it came from).
+
+    Saved at vectors/<model>/<behavior>/L<layer>.<method>.safetensors it is evaluated, gated and
+    catalogued like steerkit's own: `steerkit vector import cv.gguf --behavior power-seeking
+    --model smollm2-135m-instruct -o vectors/smollm2-135m-instruct/power-seeking/L15.imported.safetensors`.
+    """
     from ..errors import VectorError
     from ..export import from_llamacpp_gguf
     from ..vector import SteeringVector
 
-    meta = {k: v for k, v in (("behavior", behavior), ("model", model)) if v}
+    meta = {k: v for k, v in (("behavior", behavior), ("model", model), ("method", method)) if v}
     if path.suffix == ".gguf":
-        vec = from_llamacpp_gguf(path)
-        vec.meta.update(meta)
+        vec = from_llamacpp_gguf(path, **meta)
     elif layer is None:
         raise VectorError("a .pt vector does not say its layer", where=str(path), fix="pass --layer N")
     else:

@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import save as st_save
 
 from steerkit.errors import VectorError
+from steerkit.fileio import sha256_file
 from steerkit.models import decoder_layers
 from steerkit.vector import FORMAT, FORMAT_VERSION, SteeringVector, model_meta, weighted_sum
 
@@ -470,7 +471,13 @@ def test_from_bipo_pt_tensor(tmp_path):
     vec = SteeringVector.from_bipo_pt(path, layer=2, behavior="power-seeking")
     assert vec.layer_ids == [2]
     assert torch.equal(vec.layers[2], t)
-    assert vec.meta == {"method": "bipo", "imported_from": path.name, "behavior": "power-seeking"}
+    assert vec.meta == {
+        "method": "bipo",
+        "imported_from": path.name,
+        "imported_format": "BiPO .pt (official code)",
+        "imported_sha256": sha256_file(path),
+        "behavior": "power-seeking",
+    }
 
     torch.save(t.reshape(1, HIDDEN).to(torch.bfloat16), path)  # [1, d] and bf16 are flattened/widened
     vec = SteeringVector.from_bipo_pt(path, layer=0)
