@@ -87,7 +87,11 @@ def calibrate(
     texts: Sequence[str] | None = None,
     progress: bool = False,
 ) -> Calibration:
-    """Train every (layer, lr, epochs) candidate within the time budget and keep the best eligible one."""
+    """Train every (layer, lr, epochs) candidate within the time budget and keep the best eligible one.
+
+    A layer's candidates are trained together (``bipo.train_many``: one pass of the model per step for
+    all of them, each equal to its solo run); the budget is checked between layers.
+    """
     if not train or not val:
         raise TrainingError(
             "calibration needs training and validation pairs",
@@ -99,20 +103,24 @@ def calibrate(
     pad = tokenizer.pad_token_id
     t0 = time.perf_counter()
     done: list[tuple[Candidate, SteeringVector]] = []
-    for layer, lr, ep in itertools.product(layers, lrs, epochs):
+    for layer in layers:  # the (lr, epochs) candidates of one layer train together, in one pass
         if budget_s is not None and done and time.perf_counter() - t0 > budget_s:
             break
-        cfg = dataclasses.replace(base, layer=layer, lr=lr, epochs=ep)
+        grid = list(itertools.product(lrs, epochs))
+        jobs = [bipo.Job(enc, dataclasses.replace(base, layer=layer, lr=lr, epochs=ep)) for lr, ep in grid]
         t = time.perf_counter()
-        vec = bipo.train(model, enc, cfg, pad, model_name=model_name, progress=progress).vector
-        cand = Candidate(layer, lr, ep, seconds=round(time.perf_counter() - t, 1), norm=vec.norm())
-        curve = {r["multiplier"]: r for r in margin_curve(model, tokenizer, val, vec, [-1.0, 1.0])}
-        cand.margin_swing = curve[1.0]["margin"] - curve[-1.0]["margin"]
-        cand.win_swing = curve[1.0]["win_fraction"] - curve[-1.0]["win_fraction"]
-        ppl = perplexity_curve(model, tokenizer, texts, vec, [-1.0, 1.0])
-        cand.fluency_cost_at_1 = max(r["fluency_cost"] for r in ppl if r["multiplier"] != 0)
-        cand.eligible = cand.fluency_cost_at_1 < MAX_FLUENCY_COST
-        done.append((cand, vec))
+        results = bipo.train_many(model, jobs, pad, model_name=model_name, progress=progress)
+        seconds = (time.perf_counter() - t) / len(jobs)
+        for (lr, ep), res in zip(grid, results):
+            vec = res.vector
+            cand = Candidate(layer, lr, ep, seconds=round(seconds, 1), norm=vec.norm())
+            curve = {r["multiplier"]: r for r in margin_curve(model, tokenizer, val, vec, [-1.0, 1.0])}
+            cand.margin_swing = curve[1.0]["margin"] - curve[-1.0]["margin"]
+            cand.win_swing = curve[1.0]["win_fraction"] - curve[-1.0]["win_fraction"]
+            ppl = perplexity_curve(model, tokenizer, texts, vec, [-1.0, 1.0])
+            cand.fluency_cost_at_1 = max(r["fluency_cost"] for r in ppl if r["multiplier"] != 0)
+            cand.eligible = cand.fluency_cost_at_1 < MAX_FLUENCY_COST
+            done.append((cand, vec))
     eligible = [d for d in done if d[0].eligible] or done
     best, vec = max(eligible, key=lambda d: d[0].margin_swing)
     safe = safe_multiplier(model, tokenizer, vec, texts)

@@ -97,15 +97,8 @@ class FastEngine:
         return self._ref_pos[i], self._ref_neg[i]
 
     def logps(self, idx: Sequence[int], delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        batch = pack([self.pairs[i] for i in idx], self.pad_id, self.dtype).to(self.device)
-        T = max(batch.lengths)
-        embeds = torch.zeros((len(idx), T, self.hidden[0].shape[-1]), dtype=self.dtype, device=self.device)
-        for b, i in enumerate(idx):
-            embeds[b, : batch.lengths[b]] = self.hidden[i]
-        embeds = embeds + delta.to(self.dtype)
-        hidden = after_layer(self.model, self.layer, embeds, batch.attention_mask, batch.position_ids)
-        logits = self.model.get_output_embeddings()(hidden[batch.pred_b, batch.pred_pos])
-        return segment_logps(logits, batch)
+        (out,) = fast_logps([(self, idx)], [delta])
+        return out
 
     def check_exact(self, n: int = 2) -> None:
         """Layers L+1.. on the cached stream must reproduce the full model; else this architecture is unsupported."""
@@ -121,6 +114,30 @@ class FastEngine:
                 f"(max log-prob difference {float((got - want).abs().max()):.3g})",
                 fix=f"train with the plain engine ({setting('engine', 'plain')}) for this architecture",
             )
+
+
+def fast_logps(
+    parts: Sequence[tuple[FastEngine, Sequence[int]]], deltas: Sequence[torch.Tensor]
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(log p(matching), log p(not matching)) of several batches in one pass of layers L+1..: part k's
+    pairs from its engine's cache, steered by ``deltas[k]`` (K vectors trained together)."""
+    first = parts[0][0]
+    rows = [(e, i) for e, idx in parts for i in idx]
+    batch = pack([e.pairs[i] for e, i in rows], first.pad_id, first.dtype).to(first.device)
+    T, H = max(batch.lengths), first.hidden[0].shape[-1]
+    embeds = torch.zeros((len(rows), T, H), dtype=first.dtype, device=first.device)
+    for b, (e, i) in enumerate(rows):
+        embeds[b, : batch.lengths[b]] = e.hidden[i]
+    if len(parts) == 1:
+        embeds = embeds + deltas[0].to(first.dtype)
+    else:
+        per_row = torch.cat([d.to(first.dtype).expand(len(idx), H) for (_, idx), d in zip(parts, deltas)])
+        embeds = embeds + per_row[:, None, :]
+    hidden = after_layer(first.model, first.layer, embeds, batch.attention_mask, batch.position_ids)
+    logits = first.model.get_output_embeddings()(hidden[batch.pred_b, batch.pred_pos])
+    pos, neg = segment_logps(logits, batch)
+    sizes = [len(idx) for _, idx in parts]
+    return list(zip(pos.split(sizes), neg.split(sizes)))
 
 
 def make_engine(name: str, model: nn.Module, pairs: Sequence[EncodedPair], layer: int, pad_id: int) -> Engine:

@@ -6,6 +6,7 @@ import torch
 
 from steerkit.eval import calibrate as cal
 from steerkit.eval.paper import mc1_accuracy_curve
+from steerkit.packing import encode_pairs
 from steerkit.vector import SteeringVector
 
 from ...conftest import TinyTokenizer, random_pairs, tiny_model
@@ -34,19 +35,28 @@ def test_calibrate_picks_the_best_eligible_candidate_and_records_it():
         pairs[:12],
         pairs[12:],
         layers=(0, 2),
-        lrs=(1e-2,),
+        lrs=(1e-2, 3e-2),  # a layer's candidates train together (bipo.train_many)
         epochs=(1,),
         base=base,
         texts=TEXTS,
         model_name="tiny",
     )
-    assert [(c.layer, c.lr, c.epochs) for c in res.candidates] == [(0, 1e-2, 1), (2, 1e-2, 1)]
+    grid = [(0, 1e-2, 1), (0, 3e-2, 1), (2, 1e-2, 1), (2, 3e-2, 1)]
+    assert [(c.layer, c.lr, c.epochs) for c in res.candidates] == grid
     eligible = [c for c in res.candidates if c.eligible] or res.candidates
     assert res.best.margin_swing == max(c.margin_swing for c in eligible)
     assert res.vector.layer_ids == [res.best.layer]
     assert res.vector.meta["safe_multipliers"] == [-res.safe_multiplier, res.safe_multiplier]
     assert res.vector.meta["calibration"]["chosen"]["layer"] == res.best.layer
-    assert len(res.vector.meta["calibration"]["candidates"]) == 2
+    assert len(res.vector.meta["calibration"]["candidates"]) == 4
+    best = cal.bipo.train(
+        model,
+        encode_pairs(tok, pairs[:12]),
+        cal.dataclasses.replace(base, layer=res.best.layer, lr=res.best.lr, epochs=1),
+        tok.pad_token_id,
+        progress=False,
+    )
+    assert torch.allclose(best.vector.layers[res.best.layer], res.vector.layers[res.best.layer], atol=1e-5)
 
 
 def test_mc1_accuracy_matches_an_independent_argmax():

@@ -158,3 +158,24 @@ def test_vector_metadata_tells_how_it_was_made(setup):
     assert meta["method"] == "bipo" and meta["layer"] == 1 and meta["model"] == "tiny"
     assert meta["training"]["lr"] == CFG["lr"] and meta["n_pairs"] == 24 and len(meta["pairs_sha256"]) == 64
     assert meta["hidden_size"] == 32 and meta["num_layers"] == 4 and meta["model_fingerprint"]
+
+
+def test_several_vectors_in_one_pass_equal_their_solo_runs(setup):
+    """K jobs at one layer (other data, other lr/seed/epochs, shared data) trained together = each alone."""
+    model, enc = setup
+    other = encode_pairs(TinyTokenizer(), random_pairs(14, seed=3))
+    jobs = [
+        bipo.Job(enc, bipo.BipoConfig(**CFG)),
+        bipo.Job(enc, bipo.BipoConfig(**{**CFG, "lr": 3e-2, "seed": 1})),  # a sweep on the same pairs
+        bipo.Job(other, bipo.BipoConfig(**{**CFG, "epochs": 2, "batch_size": 3})),  # another behavior, fewer steps
+    ]
+    together = bipo.train_many(model, jobs, 0, progress=False)
+    for job, got in zip(jobs, together):
+        alone = bipo.train(model, job.pairs, job.cfg, 0, progress=False)
+        assert (got.vector.layers[1] - alone.vector.layers[1]).abs().max() <= 1e-5
+        assert [r["step"] for r in got.log] == [r["step"] for r in alone.log]
+        assert got.log[-1]["loss"] == pytest.approx(alone.log[-1]["loss"], abs=1e-5)
+        assert got.vector.meta["training"] == alone.vector.meta["training"]
+    assert len(together[2].log) < len(together[0].log)  # a job that ran out of steps drops out of the batch
+    with pytest.raises(TrainingError, match="share a layer"):
+        bipo.train_many(model, [jobs[0], bipo.Job(enc, bipo.BipoConfig(**{**CFG, "layer": 2}))], 0, progress=False)
