@@ -18,6 +18,7 @@ from steerkit.fileio import sha256_tree
 from steerkit.pipeline import dvc, graph, plan
 from steerkit.pipeline import summary as report
 from steerkit.pipeline.flowfile import deployment_settings
+from steerkit.pipeline.lock import holds_project_lock
 from steerkit.pipeline.params import load_params
 from steerkit.pipeline.run import offline_env, stage_process
 
@@ -60,6 +61,7 @@ def stage_task(
 
 
 @flow(name=FLOW_NAME, log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=2))
+@holds_project_lock  # one run per project at a time: a second one is refused with who holds it
 def pipeline(
     root: str = ".",
     params: str = "params.yaml",
@@ -117,14 +119,7 @@ def pipeline(
         if plan.catalog_due(force, stale, bool(futures), catalog.outs[0]):
             inputs = {d: sha256_tree(d) for d in catalog.deps}
             state = base.with_options(refresh_cache=True)(
-                stage="catalog",
-                name=None,
-                root=root,
-                params=params,
-                commands=catalog.argv,
-                inputs=inputs,
-                threads=threads,
-                return_state=True,
+                "catalog", None, root, params, catalog.argv, inputs, threads=threads, return_state=True
             )
             out.record("catalog", state)
             out.catalog_rebuilt = "catalog" not in out.failed
