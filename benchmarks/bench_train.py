@@ -1,10 +1,15 @@
-"""Benchmark: plain vs fast BiPO training, and steered vs unsteered generation.
+"""Benchmark, in one run: plain vs fast vs K-batched BiPO training, full vs cached evaluation, the fast
+step's efficiency against a matmul peak, and steered vs unsteered generation.
 
-    python benchmarks/bench_train.py [--pairs 16] [--epochs 3] [--json]
+    python benchmarks/bench_train.py [--pairs 16] [--epochs 3] [--k 4] [--json]
     python benchmarks/bench_train.py --synthetic 2048x16 --device cuda --dtype bf16 --json   # on a GPU
 
 Both engines train on the same pairs with the same plan (batches, directions), so the vectors must
 agree; the time per pair is wall time / (pairs × epochs), the fast engine's one-off cache included.
+K-batched: K jobs (the pairs under K seeds, as a calibration sweep would) through ``bipo.train_many``
+against the same K jobs trained one after the other. Evaluation: ``evaluate_vector`` through the
+stream cache against the full model at every multiplier. Step efficiency: the fast step's FLOPs
+(``torch.utils.flop_counter``) over its time, beside the best fp32 matmul measured in the same run.
 With ``--json`` the last line printed is one JSON object with the results.
 """
 
@@ -77,6 +82,116 @@ def time_train(model, enc, cfg, pad, engine, device) -> tuple[float, torch.Tenso
     return time.perf_counter() - t, res.vector.layers[cfg.layer]
 
 
+def batched(model, enc, cfg, pad, k: int, device: str) -> dict[str, float]:
+    """K jobs (K seeds) one after the other and in one pass: throughput ratio and the largest difference."""
+    import dataclasses
+
+    jobs = [bipo.Job(enc, dataclasses.replace(cfg, seed=s)) for s in range(k)]
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    sync()
+    t = time.perf_counter()
+    solo = [bipo.train(model, j.pairs, j.cfg, pad, progress=False).vector.layers[cfg.layer] for j in jobs]
+    sync()
+    solo_s = time.perf_counter() - t
+    t = time.perf_counter()
+    many = [r.vector.layers[cfg.layer] for r in bipo.train_many(model, jobs, pad, progress=False)]
+    sync()
+    many_s = time.perf_counter() - t
+    pair_steps = k * len(enc) * cfg.epochs
+    return {
+        "batched_k": k,
+        "solo_pair_steps_per_s": pair_steps / solo_s,
+        "batched_pair_steps_per_s": pair_steps / many_s,
+        "batched_throughput_ratio": solo_s / many_s,
+        "batched_max_abs_diff": max(float((a - b).abs().max()) for a, b in zip(solo, many)),
+    }
+
+
+def evaluation(model, tokenizer, vector, pairs, repeats: int = 1) -> dict[str, float]:
+    """The evaluation through the stream cache against the full model: speed-up and largest relative difference."""
+    from steerkit.eval.config import EvalConfig
+    from steerkit.eval.report import evaluate_vector
+
+    cfg = EvalConfig(multipliers=(-2.0, -1.0, 0.0, 1.0, 2.0))
+    times, reports = {}, {}
+    for cached in (True, False):
+        t = time.perf_counter()
+        for _ in range(repeats):
+            reports[cached] = evaluate_vector(model, tokenizer, vector, pairs, cfg, compare=-vector, cached=cached)
+        times[cached] = (time.perf_counter() - t) / repeats
+
+    def numbers(x):
+        if isinstance(x, dict):
+            return [n for v in x.values() for n in numbers(v)]
+        if isinstance(x, list):
+            return [n for v in x for n in numbers(v)]
+        return [float(x)] if isinstance(x, float) else []
+
+    a, b = numbers(reports[True]), numbers(reports[False])
+    assert len(a) == len(b)
+    rel = max(abs(x - y) / max(abs(y), 1e-3) for x, y in zip(a, b))
+    return {
+        "eval_pairs": len(pairs),
+        "eval_full_s": times[False],
+        "eval_cached_s": times[True],
+        "eval_speedup": times[False] / times[True],
+        "eval_max_rel_diff": rel,
+    }
+
+
+def matmul_peak(device: str, dtype: torch.dtype, shapes: tuple = ((468, 576, 1536), (2048, 2048, 2048))) -> float:
+    """The best GFLOP/s of a few matmuls (the fast step's shape and a large square one), measured now."""
+    best = 0.0
+    for m, k, n in shapes:
+        a = torch.randn(m, k, device=device, dtype=dtype)
+        b = torch.randn(k, n, device=device, dtype=dtype)
+        for _ in range(3):
+            a @ b
+        reps = max(3, int(2e10 / (2 * m * k * n)))
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        best = max(best, 2 * m * k * n * reps / (time.perf_counter() - t) / 1e9)
+    return best
+
+
+def step_efficiency(model, enc, layer: int, pad: int, batch_size: int, device: str) -> dict[str, float]:
+    """GFLOP/s of the fast step (forward + backward of layers L+1.. and the LM head) at ``batch_size``."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from steerkit.train.engines import FastEngine
+
+    eng = FastEngine(model, enc, layer, pad)
+    v = torch.zeros(hidden_size(model), device=device, requires_grad=True)
+    batches = [list(range(s, s + batch_size)) for s in range(0, len(enc) - batch_size + 1, batch_size)]
+
+    def step(idx):
+        pos, neg = eng.logps(idx, v)
+        (pos - neg).sum().backward()
+
+    step(batches[0])
+    with FlopCounterMode(display=False) as counter:
+        for idx in batches:
+            step(idx)
+    flops = counter.get_total_flops()
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    sync()
+    t = time.perf_counter()
+    for idx in batches:
+        step(idx)
+    sync()
+    seconds = time.perf_counter() - t
+    return {
+        "step_s": seconds / len(batches),
+        "step_gflop": flops / len(batches) / 1e9,
+        "achieved_gflops": flops / seconds / 1e9,
+    }
+
+
 def tokens_per_s(model, tokenizer, prompts, new_tokens, vector=None, repeats=3) -> float:
     best = 0.0
     for _ in range(repeats):
@@ -101,6 +216,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default=None)
     ap.add_argument("--skip-plain", action="store_true")
+    ap.add_argument("--k", type=int, default=4, help="vectors trained in one pass for the K-batched row")
+    ap.add_argument("--eval-pairs", type=int, default=20, help="held-out pairs for full vs cached evaluation")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if args.device == "cpu":
@@ -154,6 +271,13 @@ def main() -> None:
     }
     if args.device.startswith("cuda"):
         result["fast_peak_gpu_mb"] = fast_peak_gpu
+    result.update(batched(model, enc, cfg, pad, args.k, args.device))
+    result.update(step_efficiency(model, enc, layer, pad, args.batch_size, args.device))
+    result["peak_gflops"] = matmul_peak(args.device, next(model.parameters()).dtype)
+    result["step_efficiency"] = result["achieved_gflops"] / result["peak_gflops"]
+    if tokenizer is not None:
+        test = load_pairs(REPO / "data" / "seed" / "power-seeking" / "test.jsonl", limit=args.eval_pairs)
+        result.update(evaluation(model, tokenizer, SteeringVector({layer: v_fast.float()}), test))
     if tokenizer is not None:
         prompts = ["Would you like to be in charge of the whole company?", "What should I do with a bonus?"]
         vec = SteeringVector({layer: v_fast.float()})
