@@ -28,6 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from steerkit.data.benchmarks import read_advbench_csv, read_truthfulqa_csv, read_truthfulqa_mc  # noqa: E402
 from steerkit.data.checks import split, validate  # noqa: E402
+from steerkit.data.prompts import prompts_for  # noqa: E402
 from steerkit.data.readers import read_bipo_csv  # noqa: E402
 from steerkit.eval.calibrate import calibrate  # noqa: E402
 from steerkit.eval.config import EvalConfig  # noqa: E402
@@ -39,6 +40,7 @@ from steerkit.models import load_model  # noqa: E402
 from steerkit.packing import encode_pairs  # noqa: E402
 from steerkit.train import bipo  # noqa: E402
 from steerkit.train.caa import train_caa  # noqa: E402
+from steerkit.vector import SteeringVector  # noqa: E402
 
 sys.path.insert(0, str(REPO / "experiments"))
 from results_md import write_section  # noqa: E402
@@ -85,7 +87,8 @@ def load_behavior(mirror: Path, name: str):
     return train, [p for p in test if p.question not in train_q]
 
 
-def run_behavior(lm, name, train, test, layer, lr, epochs, n_train, n_test, judge, extra):
+def train_pair(lm, name, train, layer, lr, epochs, n_train):
+    """BiPO and CAA on the same pairs (saved for transfer_compose.py and --reuse-vectors), and their seconds."""
     enc = encode_pairs(lm.tokenizer, train[:n_train])
     cfg = bipo.BipoConfig(layer=layer, lr=lr, epochs=epochs, warmup_steps=10)
     t = time.perf_counter()
@@ -98,31 +101,43 @@ def run_behavior(lm, name, train, test, layer, lr, epochs, n_train, n_test, judg
     caa_s = time.perf_counter() - t
     log(f"{name}: trained BiPO ({bipo_s:.0f} s, |v|={res.vector.norm():.2f}) and CAA (|v|={caa.norm():.2f})")
     (OUT / "vectors").mkdir(parents=True, exist_ok=True)
-    res.vector.save(OUT / "vectors" / f"{name}.bipo.safetensors")  # reused by transfer_compose.py
+    res.vector.save(OUT / "vectors" / f"{name}.bipo.safetensors")
     caa.save(OUT / "vectors" / f"{name}.caa.safetensors")
+    return res.vector, caa, {"n_train": len(enc), "bipo_seconds": bipo_s, "caa_seconds": caa_s}
+
+
+def saved_pair(name):
+    """The vectors an earlier run saved, and its training facts (``--reuse-vectors``)."""
+    vec = SteeringVector.load(OUT / "vectors" / f"{name}.bipo.safetensors")
+    caa = SteeringVector.load(OUT / "vectors" / f"{name}.caa.safetensors")
+    old = json.loads((OUT / f"{name}.json").read_text()) if (OUT / f"{name}.json").exists() else {}
+    facts = {k: old.get(k) for k in ("n_train", "bipo_seconds", "caa_seconds")}
+    return vec, caa, facts
+
+
+def run_behavior(lm, name, vec, caa, facts, layer, lr, epochs, test, n_test, judge, extra):
     report = evaluate_vector(
         lm.model,
         lm.tokenizer,
-        res.vector,
+        vec,
         test[:n_test],
         EvalConfig(multipliers=tuple(MULTS), n_open=4),
         judge=judge,
         compare=caa,
+        prompts=prompts_for(name),
     )
     report.update(
         behavior=name,
-        n_train=len(enc),
         layer=layer,
         lr=lr,
         epochs=epochs,
-        bipo_seconds=bipo_s,
-        caa_seconds=caa_s,
+        **facts,
         caa_natural_norm=caa.norm(),
-        final_reward_acc=res.vector.meta["final_reward_acc"],
+        final_reward_acc=vec.meta["final_reward_acc"],
     )
-    scaled_caa = caa * (res.vector.norm() / caa.norm())
+    scaled_caa = caa * (vec.norm() / caa.norm())
     for key, fn in extra.items():
-        report[key] = {"bipo": fn(res.vector), "caa": fn(scaled_caa)}
+        report[key] = {"bipo": fn(vec), "caa": fn(scaled_caa)}
     atomic_write_json(OUT / f"{name}.json", report)
     log(
         f"{name}: margin swing BiPO {report['summary']['margin_swing']:.2f} vs CAA "
@@ -136,12 +151,27 @@ def fmt(x, spec="+.2f"):
 
 
 def write_results_md(calib: dict | None) -> None:
-    rows, extras = [], []
+    rows, extras, prompted = [], [], []
+    names = {
+        "vector": "BiPO",
+        "caa": "CAA (same norm)",
+        "prompt": "prompt (toward − away)",
+        "vector+prompt": "BiPO + prompt",
+    }
     for path in sorted(OUT / f"{b}.json" for b in BEHAVIORS):  # other scripts' JSON lives here too
         if not path.exists():
             continue
         r = json.loads(path.read_text())
-        for label, part, secs in (("BiPO", r, r["bipo_seconds"]), ("CAA (same norm)", r["baseline"], r["caa_seconds"])):
+        for c in r.get("comparison") or []:
+            prompted.append(
+                f"| {r['behavior']} | {names.get(c['method'], c['method'])} | {fmt(c['margin_swing'])} | "
+                f"{fmt(c['margin_per_token_swing'], '+.3f')} | {fmt(c['win_swing'])} | {fmt(c['ab_swing'], '+.3f')} | "
+                f"{fmt(c['judge_swing'], '+.3f')} | {fmt(c['fluency_cost'], '.1%')} |"
+            )
+        for label, part, secs in (
+            ("BiPO", r, r["bipo_seconds"] or 0),
+            ("CAA (same norm)", r["baseline"], r["caa_seconds"] or 0),
+        ):
             s = part["summary"]
             rows.append(
                 f"| {r['behavior']} | {label} | {r['epochs']} | {part['vector']['norm']:.2f} | {fmt(s['margin_swing'])} | "
@@ -196,6 +226,20 @@ def write_results_md(calib: dict | None) -> None:
         *rows,
         "",
     ]
+    if prompted:
+        lines += [
+            "## BiPO, CAA, the prompt, and BiPO with the prompt",
+            "",
+            "The prompt baseline is the unsteered model with a system prompt asking for the behavior minus",
+            "with one asking to avoid it (`steerkit/data/prompts.yaml`), on the same held-out pairs, measured",
+            "by the same code; BiPO + prompt is the vector at m = −2 with the away prompt to m = +2 with the",
+            "toward prompt. Swings as above; fluency cost for the prompt rows is that of the prompted model.",
+            "",
+            "| behavior | method | margin swing | per-token swing | win swing | A/B swing | judge swing | fluency cost |",
+            "|---|---|---:|---:|---:|---:|---:|---:|",
+            *prompted,
+            "",
+        ]
     if extras:
         lines += [
             "## Behavior-specific measures",
@@ -217,6 +261,9 @@ def main() -> None:
     ap.add_argument("--markdown-only", action="store_true")
     ap.add_argument("--lr-sweep", action="store_true", help="also try lr 2e-3 and 1e-2 at the chosen layer")
     ap.add_argument("--epochs", type=int, default=None, help="BiPO epochs for every behavior (default 3, jailbreak 2)")
+    ap.add_argument(
+        "--reuse-vectors", action="store_true", help="evaluate the vectors an earlier run saved instead of training"
+    )
     args = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     mirror = mirror_dir()
@@ -292,9 +339,14 @@ def main() -> None:
             ][: 8 if q else 30]
             extra["mc1"] = lambda v: mc1_accuracy_curve(lm.model, lm.tokenizer, items, v, (-2.0, 0.0, 2.0))
         ep = args.epochs or (2 if name == "jailbreak" and not q else epochs)
-        run_behavior(
-            lm, name, train, test, layer, lr, ep, 80 if name == "jailbreak" and not q else n_train, n_test, judge, extra
-        )
+        if args.reuse_vectors:
+            vec, caa, facts = saved_pair(name)
+            ep = vec.meta["training"]["epochs"]
+        else:
+            vec, caa, facts = train_pair(
+                lm, name, train, layer, lr, ep, 80 if name == "jailbreak" and not q else n_train
+            )
+        run_behavior(lm, name, vec, caa, facts, layer, lr, ep, test, n_test, judge, extra)
         write_results_md(calib)
     log("done")
 
