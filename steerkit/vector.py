@@ -138,7 +138,7 @@ class SteeringVector:
             "steerkit": json.dumps(self.meta, sort_keys=True, default=str),
         }
         tensors = {f"{_TENSOR_PREFIX}{i}": v.contiguous() for i, v in self.layers.items()}
-        return save(tensors, metadata=header)
+        return canonical_safetensors(save(tensors, metadata=header))
 
     def save(self, path: str | os.PathLike) -> str:
         """Write atomically; returns the file's sha256."""
@@ -265,6 +265,23 @@ def _looks_like_safetensors(data: bytes) -> bool:
     """
     n = int.from_bytes(data[:8], "little")
     return len(data) >= 9 and data[8:9] == b"{" and 8 + n <= len(data)
+
+
+def canonical_safetensors(data: bytes) -> bytes:
+    """safetensors bytes with the header's metadata keys in sorted order.
+
+    The library writes ``__metadata__`` from a hash map, in an order that changes from call to call, so
+    the same vector would be different bytes (another sha256, another DVC hash) each time it is saved.
+    Only the order of the keys changes here: same length, same tensors, still read by safetensors.
+    """
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + n])
+    meta = header.pop("__metadata__", None)
+    ordered = ({"__metadata__": dict(sorted(meta.items()))} if meta is not None else {}) | header
+    text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    if len(text) > n:  # never for a permutation; keep the library's bytes rather than guess
+        return data
+    return data[:8] + text + b" " * (n - len(text)) + data[8 + n :]
 
 
 def read_header(data: bytes) -> dict[str, str]:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelError, VectorError
-from ..fileio import atomic_write_json, replace_dir
+from ..fileio import atomic_write_json, atomic_write_text, replace_dir
 from ..models import LoadedModel, hidden_size, load_model, model_fingerprint
 from .derive import DerivedModel
 
@@ -40,6 +40,7 @@ def save_adapter(derived: DerivedModel, out_dir: str | os.PathLike) -> Path:
         with warnings.catch_warnings():  # peft looks for the base's config.json under our spec name to check the vocab
             warnings.filterwarnings("ignore", message="Could not find a config file")
             model.save_pretrained(tmp, safe_serialization=True)
+        _sort_target_modules(tmp / "adapter_config.json")
         atomic_write_json(tmp / DERIVE_JSON, derived.info)
         tmp.chmod(0o755)
         replace_dir(tmp, out)
@@ -48,6 +49,15 @@ def save_adapter(derived: DerivedModel, out_dir: str | os.PathLike) -> Path:
         raise
     derived.adapter_dir = out
     return out
+
+
+def _sort_target_modules(config: Path) -> None:
+    """peft writes ``target_modules`` from a set, in an order that changes from process to process: sort it, so
+    that the same adapter is the same bytes (and the same DVC hash) whichever process wrote it."""
+    cfg = json.loads(config.read_text(encoding="utf-8"))
+    if isinstance(cfg.get("target_modules"), list):
+        cfg["target_modules"] = sorted(cfg["target_modules"])
+        atomic_write_text(config, json.dumps(cfg, indent=2, sort_keys=True) + "\n")
 
 
 def is_adapter_dir(spec: str | os.PathLike) -> bool:

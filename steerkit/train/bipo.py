@@ -301,7 +301,9 @@ class _Run:
         return row
 
     def result(self, model: nn.Module, model_name: str, engine: str, seconds: float | None) -> TrainResult:
-        """The trained vector with its metadata (``seconds``: the job's own wall time when trained alone)."""
+        """The trained vector with its metadata, and the job's wall time (``seconds``: its own when trained alone).
+
+        Times stay out of the file: the same training makes the same bytes, so DVC sees nothing changed."""
         cfg, log = self.job.cfg, self.log
         took = seconds if seconds is not None else time.perf_counter() - self.t0
         meta = {
@@ -315,7 +317,6 @@ class _Run:
             "pairs_sha256": self.data_sha,
             "final_loss": log[-1]["loss"] if log else None,
             "final_reward_acc": log[-1]["reward_acc"] if log else None,
-            "seconds": round(took, 2),
             **(self.job.extra_meta or {}),
         }
         return TrainResult(SteeringVector({cfg.layer: self.v.detach()}, meta), log, took)

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from ..errors import TrainingError
+from ..vector import canonical_safetensors
 from .config import BipoConfig
 
 CHECKPOINT_VERSION = 1
@@ -37,7 +38,7 @@ def checkpoint_bytes(
         "data_sha256": data_sha,
         "log": json.dumps(log),
     }
-    return save(tensors, metadata=meta)
+    return canonical_safetensors(save(tensors, metadata=meta))
 
 
 def load_checkpoint(path: Path, cfg: BipoConfig, data_sha: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

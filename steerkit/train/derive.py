@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import os
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -228,7 +227,6 @@ def derive_lora(
     encoded = [encode_example(tokenizer, ex, cfg.max_length) for ex in texts]
     if not any(len(ids) > start for ids, start in encoded):
         raise DataError("no example has a token to train on (all are one token long or empty)")
-    t0 = time.perf_counter()
     work = copy.deepcopy(model)  # the caller's model stays exactly as it was
     peft_cfg = PeftLoraConfig(
         r=cfg.r,
@@ -272,7 +270,6 @@ def derive_lora(
             "loss_first": log[0] if log else None,
             "loss_last": log[-1] if log else None,
             "loss_last10_mean": sum(log[-10:]) / len(log[-10:]) if log else None,
-            "seconds": round(time.perf_counter() - t0, 2),
         },
     }
     return DerivedModel(peft_model, tokenizer, info, None)

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import save as st_save
 
 from steerkit.errors import VectorError
-from steerkit.fileio import sha256_file
+from steerkit.fileio import sha256_bytes, sha256_file
 from steerkit.models import decoder_layers
 from steerkit.vector import FORMAT, FORMAT_VERSION, SteeringVector, model_meta, weighted_sum
 
@@ -120,14 +120,21 @@ def test_save_overwrites_atomically(tmp_path):
     assert torch.equal(SteeringVector.load(path).layers[1], second.layers[1])
 
 
-def test_saving_twice_gives_equal_vectors(tmp_path):
-    # Not byte-identical: safetensors writes __metadata__ keys in hash-map order. Same size and content.
-    a, b = rand_vec(seed=3, x=1), rand_vec(seed=3, x=1)
-    a.save(tmp_path / "a.st")
-    b.save(tmp_path / "b.st")
-    assert (tmp_path / "a.st").stat().st_size == (tmp_path / "b.st").stat().st_size
+def test_the_same_vector_is_the_same_bytes_every_time(tmp_path):
+    # safetensors writes __metadata__ keys in hash-map order (it changes from call to call): steerkit sorts them,
+    # so a re-saved or re-trained vector keeps its sha256 and DVC hash
+    from safetensors.torch import save
+
+    from steerkit.vector import canonical_safetensors
+
+    a, b = rand_vec(seed=3, x=1, note="→ ünïcode"), rand_vec(seed=3, x=1, note="→ ünïcode")
+    shas = {a.save(tmp_path / "a.st"), b.save(tmp_path / "b.st")} | {sha256_bytes(a.to_bytes()) for _ in range(20)}
+    assert len(shas) == 1 and (tmp_path / "a.st").read_bytes() == (tmp_path / "b.st").read_bytes()
     la, lb = SteeringVector.load(tmp_path / "a.st"), SteeringVector.load(tmp_path / "b.st")
     assert la.meta == lb.meta and torch.equal(la.layers[1], lb.layers[1])
+    # the library's own bytes, in whatever order it wrote them, become the same canonical bytes
+    raw = {save({"x": torch.ones(3)}, metadata={"b": "2", "a": "1", "c": "é"}) for _ in range(30)}
+    assert len({canonical_safetensors(r) for r in raw}) == 1
 
 
 def test_failed_write_leaves_no_temp_file(tmp_path, monkeypatch):
