@@ -15,16 +15,17 @@ from typing import Any
 
 from steerkit.errors import SteerkitError
 from steerkit.fileio import sha256_tree
-from steerkit.pipeline import dvc, graph, plan
+from steerkit.pipeline import devices, dvc, graph, plan
 from steerkit.pipeline import summary as report
 from steerkit.pipeline.flowfile import deployment_settings
+from steerkit.pipeline.ledger import Ledger
 from steerkit.pipeline.lock import holds_project_lock
 from steerkit.pipeline.params import load_params
-from steerkit.pipeline.run import offline_env, stage_process
+from steerkit.pipeline.run import flow_stage, offline_env
 
 offline_env(Path(__file__).resolve().parents[1])  # before prefect reads its settings
 
-from prefect import flow, get_run_logger, task, unmapped  # noqa: E402
+from prefect import flow, get_run_logger, runtime, task  # noqa: E402
 from prefect.artifacts import create_markdown_artifact, create_table_artifact  # noqa: E402
 from prefect.cache_policies import INPUTS, TASK_SOURCE  # noqa: E402
 from prefect.futures import wait  # noqa: E402
@@ -32,7 +33,7 @@ from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
 FLOW_NAME = "steerkit-pipeline"
 ARTIFACT_KEY = "steerkit-pipeline"
-CACHE = (INPUTS - "threads") + TASK_SOURCE  # a stage's command lines, input hashes and upstream results
+CACHE = (INPUTS - "threads" - "placement") + TASK_SOURCE  # a stage's command lines, input hashes, upstream results
 
 
 @task(name="stage", task_run_name="{stage}[{name}]", cache_policy=CACHE, persist_result=True)
@@ -45,19 +46,13 @@ def stage_task(
     inputs: dict,
     upstream: Any = None,
     threads: int = 0,
+    placement: devices.Devices | None = None,
 ) -> dict[str, Any]:
-    """One stage in its own process; its outputs' hashes (``commands``, ``inputs``, ``upstream``: the cache key)."""
+    """One stage, once per flow run, in its own process on a leased device (``commands``, ``inputs``,
+    ``upstream``: the cache key); its outputs' hashes and where and when it ran."""
     os.chdir(root)  # paths in params.yaml and the outputs are relative to the project root
-    log = get_run_logger()
     node = graph.node(load_params(params), stage, name)
-    log.info("▶ %s", node.address)
-    t0 = time.perf_counter()
-    stage_process(node, root, params, threads, log.info)
-    outputs = {o: sha256_tree(o) for o in node.outputs}
-    if missing := [o for o, h in outputs.items() if h is None]:
-        raise graph.StageError(f"stage {node.address} did not write {', '.join(missing)}")
-    log.info("✓ %s in %.0f s", node.address, time.perf_counter() - t0)
-    return {"stage": stage, "name": name, "outputs": outputs, "seconds": round(time.perf_counter() - t0, 1)}
+    return flow_stage(node, root, params, threads, get_run_logger().info, placement, str(runtime.flow_run.id))
 
 
 @flow(name=FLOW_NAME, log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=2))
@@ -72,6 +67,8 @@ def pipeline(
     refresh_cache: bool = False,
     force: bool = False,
     threads: int | None = None,
+    placement: Any = None,  # a devices.Devices (None: auto); Any: Prefect validates no dataclass here
+    gpu_workers: bool = False,
 ) -> dict[str, Any]:
     """params.yaml → pairs → vectors → evaluation → transfer → composition → catalog, then ``dvc commit``."""
     log, t0 = get_run_logger(), time.perf_counter()
@@ -89,21 +86,13 @@ def pipeline(
 
     futures: dict[str, Any] = {}
     base = stage_task.with_options(retries=retries, retry_delay_seconds=retry_delay_seconds)
-    for stage in plan.ORDER:
-        for refresh in (False, True):
-            batch = [t for t in tasks if t.node.stage == stage and t.run and (refresh_cache or t.refresh) == refresh]
-            if batch:
-                fs = (base.with_options(refresh_cache=True) if refresh else base).map(
-                    stage=unmapped(stage),
-                    name=[t.node.name for t in batch],
-                    root=unmapped(root),
-                    params=unmapped(params),
-                    commands=[t.node.argv for t in batch],
-                    inputs=[t.inputs for t in batch],
-                    upstream=[[futures[u.address] for u in t.upstream] for t in batch],
-                    threads=unmapped(threads),
-                )
-                futures.update({t.node.address: f for t, f in zip(batch, fs)})
+    for t in (t for t in tasks if t.run):  # in stage order; a task waits for the futures it reads from
+        task_ = base.with_options(refresh_cache=True) if refresh_cache or t.refresh else base
+        with devices.dask_annotation(graph.spec(t.node.stage).device and gpu_workers):  # GPU=1 on a Dask cluster
+            futures[t.node.address] = task_.submit(
+                t.node.stage, t.node.name, root, params, t.node.argv, t.inputs,
+                upstream=[futures[u.address] for u in t.upstream], threads=threads, placement=placement,
+            )  # fmt: skip
     wait(list(futures.values()))
 
     out = report.Outcome(up_to_date=sum(not t.run for t in tasks))
@@ -119,13 +108,15 @@ def pipeline(
         if plan.catalog_due(force, stale, bool(futures), catalog.outs[0]):
             inputs = {d: sha256_tree(d) for d in catalog.deps}
             state = base.with_options(refresh_cache=True)(
-                "catalog", None, root, params, catalog.argv, inputs, threads=threads, return_state=True
-            )
+                "catalog", None, root, params, catalog.argv, inputs, threads=threads, placement=placement,
+                return_state=True,
+            )  # fmt: skip
             out.record("catalog", state)
             out.catalog_rebuilt = "catalog" not in out.failed
             if out.catalog_rebuilt and commit and known is not None and "catalog" in known:
                 dvc.commit(root, ["catalog"])
                 out.committed.append("catalog")
+    Ledger(root, str(runtime.flow_run.id)).close()  # the run's stages have ended: nothing will run them again
     summary = report.summarize(p, out, view is not None, commit, time.perf_counter() - t0, root, groups)
     for key, table, what in (
         ("-table", report.table_rows(summary), f"steerkit pipeline on {summary['model']}: {summary['message']}"),
@@ -143,9 +134,9 @@ def pipeline(
 
 def task_runner(runner: str = "threads", workers: int = 2, dask_address: str | None = None) -> Any:
     """threads (default), or Dask: a local cluster of ``workers`` threads in this process, or ``dask_address``."""
-    if runner == "threads":
+    if runner == "threads" and not dask_address:
         return ThreadPoolTaskRunner(max_workers=workers)
-    if runner != "dask":
+    if runner not in ("threads", "dask"):
         raise SteerkitError(f"unknown task runner {runner!r}", where="runner", fix="use threads or dask")
     from prefect_dask import DaskTaskRunner  # a dependency of steerkit
 
@@ -158,13 +149,22 @@ def task_runner(runner: str = "threads", workers: int = 2, dask_address: str | N
 
 
 def run_pipeline(
-    root: str = ".", runner: str = "threads", workers: int = 2, dask_address: str | None = None, **options: Any
+    root: str = ".",
+    runner: str = "threads",
+    workers: int | None = None,
+    dask_address: str | None = None,
+    devices_spec: str | None = None,
+    **options: Any,
 ) -> dict[str, Any]:
-    """Run the flow (``options``: its parameters) on the chosen task runner; returns the summary."""
+    """Run the flow (``options``: its parameters) on the chosen task runner and devices; returns the summary.
+
+    On a Dask cluster (``dask_address``) the workers own their devices: nothing is pinned here."""
     load_params(Path(root) / options.get("params", "params.yaml"), root=root)  # fail before Prefect starts
-    threads = 0 if dask_address else max(1, (os.cpu_count() or 1) // max(1, workers))  # the tasks share the cores
+    placement = devices.Devices() if dask_address else devices.parse_devices(devices_spec)
+    workers = workers or max(2, len(placement.gpus))  # a GPU stage per device, file stages beside them
+    threads = 0 if dask_address else max(1, (os.cpu_count() or 1) // workers)  # the tasks share the cores
     flow_run = pipeline.with_options(task_runner=task_runner(runner, workers, dask_address))
-    state = flow_run(root=root, threads=threads, return_state=True, **options)
+    state = flow_run(root=root, threads=threads, placement=placement, return_state=True, **options)
     if state.is_completed():
         return state.result()
     exc = state.result(raise_on_failure=False)

@@ -105,8 +105,22 @@ def run(
     params: Path = ParamsOpt,
     root: Path = typer.Option(Path("."), help="Project root (holds dvc.yaml and params.yaml)."),
     runner: str = typer.Option("threads", help="Task runner: threads, or dask (a local cluster, or --dask-address)."),
-    workers: int = typer.Option(2, help="Tasks at once (threads or local Dask workers)."),
+    workers: Optional[int] = typer.Option(
+        None, help="Tasks at once (threads or local Dask workers). [default: 2, or one per GPU when there are more]"
+    ),
+    devices: str = typer.Option(
+        "auto",
+        help="Devices the stages that load a model run on, one stage per device at a time, each pinned to its "
+        "device: auto (every visible GPU, else the CPU), cpu, or a list such as cuda:0,cuda:1. "
+        "Ignored with --dask-address (the workers own their devices).",
+    ),
     dask_address: Optional[str] = typer.Option(None, help="Address of a running Dask scheduler (tcp://host:8786)."),
+    dask_gpus: bool = typer.Option(
+        False,
+        "--dask-gpus",
+        help="With --dask-address: stages that load a model ask the scheduler for a worker with the resource "
+        "GPU=1 (start GPU workers with `dask worker ... --resources GPU=1`). See docs/cluster.md.",
+    ),
     with_: list[str] = typer.Option(
         [], "--with", help="Also build an optional behavior group (e.g. bipo; not in DVC's stages)."
     ),
@@ -121,12 +135,19 @@ def run(
 ) -> None:
     """Run the pipeline as a Prefect flow (parallel per behavior, retries, caching), then `dvc commit` it."""
     from ..errors import SteerkitError
+    from ..pipeline.devices import parse_devices
     from ..pipeline.flowfile import load_flow
     from ..pipeline.run import offline_env
     from ..pipeline.summary import print_summary
 
     if runner not in ("threads", "dask"):
         raise SteerkitError(f"unknown task runner {runner!r}", where="--runner", fix="use threads or dask")
+    if dask_gpus and not dask_address:
+        raise SteerkitError(
+            "--dask-gpus needs a cluster", where="--dask-gpus", fix="give --dask-address, or --devices for this machine"
+        )
+    if not dask_address:
+        parse_devices(devices)  # a bad list fails here, before Prefect starts
     offline_env(root)
     flows = load_flow(root)
     result = flows.run_pipeline(
@@ -135,6 +156,8 @@ def run(
         runner=runner,
         workers=workers,
         dask_address=dask_address,
+        devices_spec=devices,
+        gpu_workers=dask_gpus,
         groups=list(with_),
         commit=commit,
         retries=retries,

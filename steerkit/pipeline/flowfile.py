@@ -31,7 +31,17 @@ def load_flow(root: str | Path = ".") -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     sys.modules[MODULE] = module
     spec.loader.exec_module(module)
+    _by_value(module)
     return module
+
+
+def _by_value(module: ModuleType) -> None:
+    """Ship the flow file's code to Dask worker processes with its tasks: they cannot import it by name."""
+    try:
+        import cloudpickle
+    except ImportError:  # pragma: no cover - a dependency of prefect and distributed
+        return
+    cloudpickle.register_pickle_by_value(module)
 
 
 def deployment_settings(root: str | Path = ".") -> dict[str, Any]:

@@ -333,18 +333,19 @@ class StageSpec:
     name: str
     over: str | None  # "behavior", "combo" or None (runs once)
     node: Callable[[Params, Any], Node]
+    device: bool = True  # loads a model, so runs on a GPU when the run has some (prepare, catalog: files only)
 
 
 #: the stages in the order a person reads the chain (dvc.yaml lists them in this order too)
 STAGES: tuple[StageSpec, ...] = (
-    StageSpec("prepare", "behavior", _prepare),
+    StageSpec("prepare", "behavior", _prepare, device=False),
     StageSpec("train", "behavior", _train),
     StageSpec("evaluate", "behavior", _evaluate),
     StageSpec("gate", "behavior", _gate),
     StageSpec("derive", None, _derive),
     StageSpec("transfer", "behavior", _transfer),
     StageSpec("compose", "combo", _compose),
-    StageSpec("catalog", None, _catalog),
+    StageSpec("catalog", None, _catalog, device=False),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
 

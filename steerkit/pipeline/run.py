@@ -20,6 +20,7 @@ from typing import Any
 from ..config import knob_names
 from ..errors import spelled
 from ..eval.config import ComposeConfig, EvalConfig, TransferConfig
+from ..fileio import sha256_tree
 from ..stages.options import (
     ComposeOptions,
     EvaluateOptions,
@@ -27,7 +28,9 @@ from ..stages.options import (
     TransferOptions,
 )
 from ..train.config import BipoConfig, LoraConfig
-from .graph import Node, StageError, node
+from .devices import Devices, pool
+from .graph import Node, StageError, node, spec
+from .ledger import Ledger
 from .params import DEFAULT_PARAMS, Params, load_params
 
 #: the settings each stage's errors may name, and the params.yaml section they live in
@@ -67,6 +70,7 @@ def run_stage(
     echo: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Run one stage instance from the project root; raise a SteerkitError naming what to fix if it fails."""
+    die_with_parent()
     p = params if isinstance(params, Params) else load_params(params)
     n = node(p, stage, name, groups)
     say = echo or print
@@ -116,13 +120,43 @@ def stage_argv(n: Node, params: str) -> list[str]:
     ]
 
 
-def stage_process(n: Node, root: str | Path, params: str, threads: int | None, log: Callable[[str], None]) -> None:
+#: set by ``stage_process``: the pid of the process that started the stage, which it must not outlive
+PARENT_PID = "STEERKIT_STAGE_PARENT_PID"
+
+
+def die_with_parent(interval_s: float = 1.0) -> None:
+    """End this stage's process as soon as the process that started it (``$STEERKIT_STAGE_PARENT_PID``) is gone.
+
+    A Dask worker killed mid-stage must not leave its stage running on, writing the outputs that
+    the retry elsewhere writes too. A daemon thread polls the parent pid (any OS, no fork tricks).
+    """
+    parent = os.environ.get(PARENT_PID)
+    if not parent or not parent.isdigit():
+        return
+
+    def watch() -> None:
+        while os.getppid() == int(parent):
+            time.sleep(interval_s)
+        os._exit(3)
+
+    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
+
+
+def stage_process(
+    n: Node,
+    root: str | Path,
+    params: str,
+    threads: int | None,
+    log: Callable[[str], None],
+    env: dict[str, str] | None = None,
+) -> None:
     """Run one stage in its own process (as `dvc repro` does), its output going to ``log`` line by line.
 
     A process per stage keeps stages that run at the same time apart (model loading, RNG seeds,
-    torch threads). A line every 30 s says the stage is still running while it prints nothing.
+    torch threads); ``env`` adds to its environment (the device it is pinned to). A line every 30 s
+    says the stage is still running while it prints nothing.
     """
-    env = dict(os.environ)
+    env = {**os.environ, **(env or {}), PARENT_PID: str(os.getpid())}
     env.setdefault("COLUMNS", "200")  # command lines and tables on one log line each
     if threads:
         env.setdefault("OMP_NUM_THREADS", str(threads))
@@ -166,3 +200,30 @@ def stage_process(n: Node, root: str | Path, params: str, threads: int | None, l
             fix=f"run `steerkit pipeline stage {n.stage}{' ' + n.name if n.name else ''}` "
             "in the project root to see it alone",
         )
+
+
+def flow_stage(
+    n: Node,
+    root: str | Path,
+    params: str,
+    threads: int | None,
+    log: Callable[[str], None],
+    placement: Devices | None = None,
+    run_id: str | None = None,
+) -> dict[str, Any]:
+    """One stage as a flow task runs it: at most once per flow run (``run_id``'s ledger), on a device leased
+    from ``placement``'s pool, in its own process. Returns its outputs' hashes and where and when it ran."""
+    ledger = Ledger(root, run_id)
+    if (done := ledger.finished(n.address)) is not None:
+        log(f"✓ {n.address} already finished in this run (the worker holding its result was lost): not run again")
+        return done
+    with pool(placement).lease(spec(n.stage).device, log) as lease:
+        log(f"▶ {n.address} on {lease.device}")
+        stage_process(n, root, params, threads, log, env=lease.env)
+    outputs = {o: sha256_tree(Path(root) / o) for o in n.outputs}
+    if missing := [o for o, h in outputs.items() if h is None]:
+        raise StageError(f"stage {n.address} did not write {', '.join(missing)}")
+    log(f"✓ {n.address} in {lease.seconds:.0f} s")
+    result = {"stage": n.stage, "name": n.name, "outputs": outputs, **lease.record()}
+    ledger.record(n.address, result)
+    return result

@@ -165,11 +165,18 @@ def summarize(
         "catalog": str(catalog) if catalog.exists() else None,
         "catalog_rebuilt": out.catalog_rebuilt,
         "seconds": round(seconds, 1),
+        "placement": placement(out),
         "model": p.model.spec,
         "root": str(root),
         "compose": {c: report_path(".", "compose", p.model.dir, c, "png").as_posix() for c in p.combos},
         "transfer": {b: report_path(".", "transfer", p.model.dir, b, "png").as_posix() for b in p.behaviors},
     }
+
+
+def placement(out: Outcome) -> dict[str, dict[str, Any]]:
+    """Where and when each stage that ran this time ran: device, Dask worker, start and end (epoch seconds)."""
+    keys = ("device", "worker", "started", "ended")
+    return {a: {k: r.get(k) for k in keys} for a, r in out.results.items() if r["status"] == "ran" and "device" in r}
 
 
 def failed_summary(message_: str) -> dict[str, Any]:

@@ -58,7 +58,9 @@ def artifacts(key: str) -> list:
 
 
 def test_1_first_run_retries_commits_and_agrees_with_dvc(project, flows, monkeypatch):
-    real = flows.stage_process
+    from steerkit.pipeline import run as stage_runner
+
+    real = stage_runner.stage_process
     calls: list[tuple] = []
 
     def flaky(node, *args, **kwargs):
@@ -67,10 +69,21 @@ def test_1_first_run_retries_commits_and_agrees_with_dvc(project, flows, monkeyp
             raise RuntimeError("transient failure (injected)")
         return real(node, *args, **kwargs)
 
-    monkeypatch.setattr(flows, "stage_process", flaky)
-    summary = flows.run_pipeline(root=str(project), retries=1, retry_delay_seconds=0)
+    monkeypatch.setattr(stage_runner, "stage_process", flaky)
+    # two simulated GPUs: each model stage pinned to one (CUDA_VISIBLE_DEVICES; torch here sees no CUDA and
+    # runs on the CPU), at most one stage per device at a time; prepare and catalog on no device
+    summary = flows.run_pipeline(root=str(project), retries=1, retry_delay_seconds=0, devices_spec="cuda:0,cuda:1")
     assert summary["ok"], summary["message"]
     assert calls.count(("train", A)) == 2 and calls.count(("train", B)) == 1  # retried once, then succeeded
+    placed = summary["placement"]
+    assert {a: p["device"] for a, p in placed.items() if a.split("@")[0] in ("prepare", "catalog")} == {
+        f"prepare@{b}": "cpu" for b in BEHAVIORS
+    } | {"catalog": "cpu"}
+    on_gpu = sorted((p["started"], p["ended"], p["device"]) for a, p in placed.items() if p["device"] != "cpu")
+    assert len(on_gpu) == 2 * 4 + 2 and {d for *_, d in on_gpu} == {"cuda:0", "cuda:1"}
+    for dev in ("cuda:0", "cuda:1"):  # never two stages on one device at once
+        spans = [(s, e) for s, e, d in on_gpu if d == dev]
+        assert all(e1 <= s2 for (_, e1), (s2, _) in zip(spans, spans[1:]))
     assert {stages(summary, b)["train"] for b in BEHAVIORS} == {"ran"}
     for b in BEHAVIORS:
         assert (project / f"vectors/tiny-llama/{b}/L1.safetensors").is_file()

@@ -1,0 +1,168 @@
+"""The flow on a real Dask cluster of worker *processes*, started the way a cluster's nodes start them
+(``dask worker ADDRESS``, from another working folder), against one Prefect API.
+
+1. the reference: the same tiny project run by the threads runner in this process;
+2. the cluster run, GPU stages asking for ``GPU=1`` (one worker has it, one does not), and the GPU
+   worker's process SIGKILLed in the middle of a training stage: the stage dies with it, Dask runs
+   it again on the restarted worker, the run completes, and its outputs, ``dvc.lock`` and catalog
+   are those of the threads run; every model stage ran on the GPU worker;
+3. a stage that fails on the cluster (retries exhausted): nothing committed, catalog unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .conftest import BEHAVIORS, dvc_status, load_flows, make_project, tool_env, write_params
+
+A, B = BEHAVIORS
+WORKERS = {"gpu-0": ["--resources", "GPU=1"], "cpu-0": []}
+
+
+@pytest.fixture(scope="module")
+def cluster(prefect_api, tmp_path_factory):
+    """A scheduler and two worker processes (nanny + worker each): ``gpu-0`` with GPU=1, ``cpu-0`` without."""
+    from distributed import Client, LocalCluster
+    from prefect.settings import PREFECT_API_URL
+
+    scheduler = LocalCluster(n_workers=0, processes=True, dashboard_address=None, scheduler_port=0)
+    env = {**tool_env(), "PREFECT_API_URL": PREFECT_API_URL.value(), "OMP_NUM_THREADS": "1"}  # as the threads run
+    elsewhere = tmp_path_factory.mktemp("worker-node")  # workers start in another folder, as on another machine
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "distributed.cli.dask_worker",
+                scheduler.scheduler_address,
+                "--nthreads",
+                "1",
+                "--name",
+                name,
+                "--no-dashboard",
+                *extra,
+            ],
+            cwd=elsewhere,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        for name, extra in WORKERS.items()
+    ]
+    with Client(scheduler.scheduler_address, timeout=120) as client:
+        client.wait_for_workers(len(WORKERS), timeout=180)
+    yield scheduler.scheduler_address
+    for p in procs:
+        p.kill()
+        p.wait(30)
+    scheduler.close()
+
+
+@pytest.fixture(scope="module")
+def projects(tmp_path_factory, tiny_model_dir, prefect_api):
+    base = tmp_path_factory.mktemp("dask")
+    return make_project(base / "threads", tiny_model_dir), make_project(base / "cluster", tiny_model_dir)
+
+
+def stage_pids(stage: str, name: str) -> list[int]:
+    """Processes running ``steerkit pipeline stage STAGE NAME``."""
+    import psutil
+
+    out = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = p.info["cmdline"] or []
+        if "stage" in cmd and stage in cmd and name in cmd and "pipeline" in cmd:
+            out.append(p.pid)
+    return out
+
+
+def kill_worker_during(stage: str, name: str, log: list) -> threading.Thread:
+    """SIGKILL the worker process that runs ``stage NAME`` once it has started (its nanny restarts it)."""
+    import psutil
+
+    def watch() -> None:
+        deadline = time.time() + 600
+        while time.time() < deadline:
+            for pid in stage_pids(stage, name):
+                try:
+                    worker = psutil.Process(pid).parent()
+                    time.sleep(1.0)  # mid-stage: the model is loading or training
+                    log.append((pid, worker.pid))
+                    worker.kill()
+                    return
+                except psutil.NoSuchProcess:
+                    continue
+            time.sleep(0.1)
+
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    return t
+
+
+def catalog_view(root: Path) -> list:
+    """The catalog's entries without what differs between two projects (their paths, times, git revisions)."""
+    volatile = {"created", "git_rev"}
+    entries = json.loads((root / "vectors/catalog.json").read_text())["entries"]
+    return sorted(
+        (json.dumps({k: v for k, v in e.items() if k not in volatile}, sort_keys=True) for e in entries),
+    )
+
+
+def test_1_the_threads_runner_reference(projects, monkeypatch):
+    threads_root, _ = projects
+    monkeypatch.chdir(threads_root)
+    summary = load_flows(threads_root).run_pipeline(root=str(threads_root), retries=0)
+    assert summary["ok"], summary["message"]
+    assert {p["worker"] for p in summary["placement"].values()} == {None}  # not on Dask
+
+
+def test_2_worker_processes_survive_a_killed_worker_and_agree_with_threads(projects, cluster, monkeypatch):
+    threads_root, root = projects
+    monkeypatch.chdir(root)
+    killed: list = []
+    watcher = kill_worker_during("train", A, killed)
+    summary = load_flows(root).run_pipeline(root=str(root), dask_address=cluster, gpu_workers=True, retries=1)
+    watcher.join(1)
+    assert summary["ok"], summary["message"]
+    assert killed, "the training stage was never seen running"
+    stage_pid, worker_pid = killed[0]
+    assert not Path(f"/proc/{stage_pid}").exists() or stage_pids("train", A) == []  # died with its worker
+    placement = summary["placement"]
+    assert placement.pop("catalog")["worker"] is None  # built by the flow itself, after the commit
+    assert placement and all(p["worker"] in WORKERS for p in placement.values())  # the rest on the cluster's workers
+    from steerkit.pipeline.graph import spec
+
+    model_stages = {a: p for a, p in placement.items() if spec(a.split("@")[0]).device}
+    assert f"train@{A}" in model_stages and {p["worker"] for p in model_stages.values()} == {"gpu-0"}
+    # the same results as the threads runner, byte for byte: every stage's deps and outs in dvc.lock (the
+    # catalog's own file differs only by its project's provenance: git revision and file times)
+    lock, ref = (yaml.safe_load((r / "dvc.lock").read_text())["stages"] for r in (root, threads_root))
+    assert lock.keys() == ref.keys() and len(lock) == 2 * 5 + 3
+    assert {k: v for k, v in lock.items() if k != "catalog"} == {k: v for k, v in ref.items() if k != "catalog"}
+    assert lock["catalog"]["deps"] == ref["catalog"]["deps"]
+    assert catalog_view(root) == catalog_view(threads_root)
+    assert dvc_status(root) == {}
+
+
+def test_3_a_failed_stage_on_the_cluster_commits_nothing(projects, cluster, monkeypatch):
+    _, root = projects
+    monkeypatch.chdir(root)
+    lock, catalog = (root / "dvc.lock").read_bytes(), (root / "vectors/catalog.json").read_bytes()
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["train"]["layer"] = 99  # the tiny model has 4 layers: every training fails, on the worker
+    write_params(root, params)
+    summary = load_flows(root).run_pipeline(
+        root=str(root), dask_address=cluster, gpu_workers=True, retries=1, retry_delay_seconds=0
+    )
+    assert not summary["ok"] and f"train@{A}" in summary["failed"] and "layer 99" in summary["failed"][f"train@{A}"]
+    assert summary["committed"] == [] and (root / "dvc.lock").read_bytes() == lock
+    assert (root / "vectors/catalog.json").read_bytes() == catalog
+    assert not any((root / ".cache" / "pipeline-staging").glob("*"))  # no half-written folder left
