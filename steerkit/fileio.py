@@ -9,7 +9,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -118,3 +118,24 @@ def replace_dir(new: str | os.PathLike, final: str | os.PathLike) -> Path:
         raise
     shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+@contextmanager
+def exclusive(path: str | os.PathLike, timeout_s: float, busy: Callable[[], Exception]) -> Iterator[None]:
+    """Hold the exclusive OS lock ``<path>.lock`` for the block (released with the process if it dies).
+
+    Waits up to ``timeout_s`` for another holder, then raises ``busy()`` (an error in the caller's words).
+    """
+    from filelock import FileLock, Timeout
+
+    lock_path = Path(f"{path}.lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(lock_path), timeout=timeout_s)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise busy() from None
+    try:
+        yield
+    finally:
+        lock.release()

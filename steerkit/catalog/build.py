@@ -15,15 +15,15 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .. import __version__
 from ..errors import SteerkitError
-from ..fileio import atomic_write_json, sha256_bytes
+from ..fileio import atomic_write_json, exclusive, sha256_bytes
 from ..layout import catalog_path, released_dir, report_name, report_path
 from ..vector import SteeringVector, read_header
 from .index import Catalog, CatalogEntry, CatalogError, as_range
@@ -179,25 +179,17 @@ def rebuild_catalog(root: str | os.PathLike = ".", path: str | os.PathLike | Non
 
 
 # ------------------------------------------------------------------------------------------- writing
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def _locked(path: Path) -> AbstractContextManager:
     """Hold the catalog's exclusive lock (``<catalog>.lock`` beside it)."""
-    from filelock import FileLock, Timeout
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(f"{path}.lock", timeout=LOCK_TIMEOUT_S)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise CatalogError(
+    return exclusive(
+        path,
+        LOCK_TIMEOUT_S,
+        lambda: CatalogError(
             f"another process has held the catalog lock for over {LOCK_TIMEOUT_S:.0f} s",
             where=f"{path}.lock",
             fix="wait for the other steerkit process to finish and retry",
-        ) from None
-    try:
-        yield
-    finally:
-        lock.release()
+        ),
+    )
 
 
 def write_catalog(catalog: Catalog, path: str | os.PathLike) -> Path:

@@ -16,15 +16,14 @@ import json
 import os
 import socket
 import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from ..errors import ChecksumError, DataError, option
-from ..fileio import atomic_write_bytes, atomic_write_json, sha256_bytes
+from ..fileio import atomic_write_bytes, atomic_write_json, exclusive, sha256_bytes
 from ..layout import released_path, releases_path
 from .remote import read_at
 
@@ -168,26 +167,18 @@ def _from_revision(root: Path, release: Release) -> bytes:
     return read_at(release.source, str(root), release.git_rev, str(root / release.path))
 
 
-@contextmanager
-def locked(root: str | os.PathLike) -> Iterator[None]:
+def locked(root: str | os.PathLike) -> AbstractContextManager:
     """One writer of the history at a time (``vectors/releases.json.lock``)."""
-    from filelock import FileLock, Timeout
-
     path = releases_path(root)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(f"{path}.lock", timeout=LOCK_TIMEOUT_S)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise ReleaseError(
+    return exclusive(
+        path,
+        LOCK_TIMEOUT_S,
+        lambda: ReleaseError(
             f"another process has held the release lock for over {LOCK_TIMEOUT_S:.0f} s",
             where=f"{path}.lock",
             fix="wait for the other steerkit process to finish and retry",
-        ) from None
-    try:
-        yield
-    finally:
-        lock.release()
+        ),
+    )
 
 
 def promote(

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import SteerkitError
+from ..fileio import exclusive
 
 LOCK = ".pipeline.lock"
 F = TypeVar("F", bound=Callable[..., Any])
@@ -42,31 +43,25 @@ def _holder(root: Path) -> str:
 @contextmanager
 def project_lock(root: str | os.PathLike, wait_s: float | None = None) -> Iterator[None]:
     """Hold the project's pipeline lock (wait up to ``wait_s``, default ``$STEERKIT_PIPELINE_WAIT_S`` or 0)."""
-    from filelock import FileLock, Timeout
-
     root = Path(root)
     wait = float(os.environ.get("STEERKIT_PIPELINE_WAIT_S", "0")) if wait_s is None else wait_s
-    lock = FileLock(str(root / LOCK), timeout=wait)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise ProjectBusyError(
-            f"another pipeline run holds this project: {_holder(root)}",
-            where=str(root / LOCK),
-            fix="wait for it to finish (or stop it), then run again; set STEERKIT_PIPELINE_WAIT_S=SECONDS to wait",
-        ) from None
-    info = {
-        "pid": os.getpid(),
-        "host": socket.gethostname(),
-        "user": getpass.getuser(),
-        "started": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-    (root / f"{LOCK}.json").write_text(json.dumps(info), encoding="utf-8")
-    try:
-        yield
-    finally:
-        (root / f"{LOCK}.json").unlink(missing_ok=True)
-        lock.release()
+    busy = lambda: ProjectBusyError(
+        f"another pipeline run holds this project: {_holder(root)}",
+        where=str(root / LOCK),
+        fix="wait for it to finish (or stop it), then run again; set STEERKIT_PIPELINE_WAIT_S=SECONDS to wait",
+    )
+    with exclusive(root / LOCK.removesuffix(".lock"), wait, busy):
+        info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "user": getpass.getuser(),
+            "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        (root / f"{LOCK}.json").write_text(json.dumps(info), encoding="utf-8")
+        try:
+            yield
+        finally:
+            (root / f"{LOCK}.json").unlink(missing_ok=True)
 
 
 def holds_project_lock(fn: F) -> F:
