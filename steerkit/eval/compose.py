@@ -36,9 +36,11 @@ from .config import ComposeConfig
 from .curves import (
     as_multipliers,
     margin_curve,
+    pair_runner,
     perplexity_curve,
     ratio,
     swing,
+    text_runner,
     value_at,
 )
 from .report import vector_summary
@@ -120,8 +122,9 @@ def compose_report(
     matrix: dict[str, dict[str, float | None]] = {b: {} for b in behaviors}
     win_matrix: dict[str, dict[str, float | None]] = {b: {} for b in behaviors}
     for b in behaviors:
+        run = pair_runner(model, tokenizer, tests[b], batch_size, system)  # the stream below L once, every column
         for col, vec in columns:
-            rows = margin_curve(model, tokenizer, tests[b], vec, mults, batch_size, system)
+            rows = margin_curve(model, tokenizer, tests[b], vec, mults, batch_size, system, runner=run)
             curves[b][col] = rows
             matrix[b][col] = swing(rows, "margin")
             win_matrix[b][col] = swing(rows, "win_fraction")
@@ -153,7 +156,11 @@ def compose_report(
     }
     if cfg.fluency:
         probe = list(texts) if texts is not None else neutral_texts()
-        per = {col: perplexity_curve(model, tokenizer, probe, vec, mults, batch_size) for col, vec in columns}
+        run_texts = text_runner(model, tokenizer, probe, batch_size)
+        per = {
+            col: perplexity_curve(model, tokenizer, probe, vec, mults, batch_size, runner=run_texts)
+            for col, vec in columns
+        }
         top = max(mults, key=abs)
         report["fluency"] = {
             "curves": per,
