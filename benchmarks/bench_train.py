@@ -3,6 +3,7 @@ step's efficiency against a matmul peak, and steered vs unsteered generation.
 
     python benchmarks/bench_train.py [--pairs 16] [--epochs 3] [--k 4] [--json]
     python benchmarks/bench_train.py --synthetic 2048x16 --device cuda --dtype bf16 --json   # on a GPU
+    bash benchmarks/gpu_check.sh                                                             # the lent-GPU run
 
 Both engines train on the same pairs with the same plan (batches, directions), so the vectors must
 agree; the time per pair is wall time / (pairs × epochs), the fast engine's one-off cache included.
@@ -16,6 +17,7 @@ With ``--json`` the last line printed is one JSON object with the results.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -84,8 +86,6 @@ def time_train(model, enc, cfg, pad, engine, device) -> tuple[float, torch.Tenso
 
 def batched(model, enc, cfg, pad, k: int, device: str) -> dict[str, float]:
     """K jobs (K seeds) one after the other and in one pass: throughput ratio and the largest difference."""
-    import dataclasses
-
     jobs = [bipo.Job(enc, dataclasses.replace(cfg, seed=s)) for s in range(k)]
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     sync()
@@ -218,6 +218,9 @@ def main() -> None:
     ap.add_argument("--skip-plain", action="store_true")
     ap.add_argument("--k", type=int, default=4, help="vectors trained in one pass for the K-batched row")
     ap.add_argument("--eval-pairs", type=int, default=20, help="held-out pairs for full vs cached evaluation")
+    ap.add_argument(
+        "--compiled", action="store_true", help="also time the compiled step (torch.compile; CUDA graphs on a GPU)"
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if args.device == "cpu":
@@ -271,6 +274,16 @@ def main() -> None:
     }
     if args.device.startswith("cuda"):
         result["fast_peak_gpu_mb"] = fast_peak_gpu
+    if args.compiled:
+        t = time.perf_counter()
+        bipo.train(model, enc, dataclasses.replace(cfg, epochs=1), pad, engine="compiled", progress=False)
+        result["compile_warmup_s"] = time.perf_counter() - t  # every shape of the data compiled once
+        compiled_s, v_compiled = time_train(model, enc, cfg, pad, "compiled", args.device)
+        result.update(
+            compiled_s_per_pair=compiled_s / n,
+            compiled_speedup_over_fast=fast_s / compiled_s,
+            compiled_max_abs_diff=float((v_compiled.float() - v_fast.float()).abs().max()),
+        )
     result.update(batched(model, enc, cfg, pad, args.k, args.device))
     result.update(step_efficiency(model, enc, layer, pad, args.batch_size, args.device))
     result["peak_gflops"] = matmul_peak(args.device, next(model.parameters()).dtype)

@@ -6,6 +6,7 @@ so that each of them reads a model exactly like the others do.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -64,9 +65,8 @@ def capture_output(block: nn.Module, store: list) -> Iterator[None]:
         handle.remove()
 
 
-@contextmanager
-def only_layers_after(model: nn.Module, layer: int) -> Iterator[nn.Module]:
-    """Temporarily make the decoder run layers ``layer+1..`` only, fed through ``inputs_embeds``."""
+def _layer_list_name(model: nn.Module) -> tuple[nn.Module, str]:
+    """The decoder under the LM head and the name of its layer list."""
     base = decoder_stack(model)
     full = decoder_layers(model)
     name = next((n for n, m in base.named_children() if m is full), None)
@@ -75,11 +75,32 @@ def only_layers_after(model: nn.Module, layer: int) -> Iterator[nn.Module]:
             f"cannot find the layer list inside {type(base).__name__}",
             fix=f"train with the plain engine ({setting('engine', 'plain')}) for this architecture",
         )
+    return base, name
+
+
+@contextmanager
+def only_layers_after(model: nn.Module, layer: int) -> Iterator[nn.Module]:
+    """Temporarily make the decoder run layers ``layer+1..`` only, fed through ``inputs_embeds``."""
+    base, name = _layer_list_name(model)
+    full = getattr(base, name)
     setattr(base, name, nn.ModuleList(list(full)[layer + 1 :]))
     try:
         yield base
     finally:
         setattr(base, name, full)
+
+
+def suffix_decoder(model: nn.Module, layer: int) -> nn.Module:
+    """A decoder that runs layers ``layer+1..`` and the final norm, sharing every weight with ``model``.
+
+    ``after_layer`` swaps the layer list in and out around each call; a compiled step needs one module
+    that stays the same, so this is a shallow copy whose layer list is the suffix (the model is untouched).
+    """
+    base, name = _layer_list_name(model)
+    suffix = copy.copy(base)
+    suffix._modules = dict(base._modules)  # its own child table: the original keeps its full layer list
+    setattr(suffix, name, nn.ModuleList(list(getattr(base, name))[layer + 1 :]))
+    return suffix
 
 
 def layer_stream(model: nn.Module, layer: int, **inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

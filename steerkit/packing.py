@@ -98,9 +98,16 @@ class PackedBatch:
         )
 
 
-def pack(pairs: Sequence[EncodedPair], pad_id: int, dtype: torch.dtype = torch.float32) -> PackedBatch:
-    """Build one right-padded batch of packed pairs with its block-causal mask."""
+def pack(
+    pairs: Sequence[EncodedPair], pad_id: int, dtype: torch.dtype = torch.float32, pad_to: int | None = None
+) -> PackedBatch:
+    """Build one right-padded batch of packed pairs with its block-causal mask.
+
+    ``pad_to``: round the length up to a multiple of it, so that a compiled step sees few shapes.
+    """
     T = max(p.packed_length for p in pairs)
+    if pad_to:
+        T = -(-T // pad_to) * pad_to
     B = len(pairs)
     ids = torch.full((B, T), pad_id, dtype=torch.long)
     pos = torch.zeros((B, T), dtype=torch.long)

@@ -63,7 +63,11 @@ def train(
     seed: Optional[int] = _bipo("seed"),
     bucket: Optional[bool] = _bipo("bucket"),
     limit: Optional[int] = knob_option(TrainOptions, "limit"),
-    engine: str = typer.Option("fast", help="fast (cached, exact) or plain (the reference implementation)."),
+    engine: str = typer.Option(
+        "fast",
+        help="fast (cached, exact), compiled (fast with its step through torch.compile: CUDA graphs on a GPU, "
+        "worth it for long runs; the first steps compile) or plain (the reference implementation).",
+    ),
     resume: bool = typer.Option(False, help="Continue from the checkpoint beside --out."),
     device: Optional[str] = DeviceOpt,
     dtype: Optional[str] = DtypeOpt,

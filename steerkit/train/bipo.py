@@ -195,7 +195,7 @@ def train_many(
 def _logps(active: list[_Run], step_i: int, engine: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Each active job's log-probs at this step: one batched forward on the fast engine, one each on plain."""
     steps = [r.plan[step_i] for r in active]
-    if engine == "fast":
+    if engine in ("fast", "compiled"):
         return fast_logps(
             [(r.eng, s.indices) for r, s in zip(active, steps)], [s.direction * r.v for r, s in zip(active, steps)]
         )

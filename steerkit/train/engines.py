@@ -11,14 +11,15 @@ Both return (log p(matching), log p(not matching)) per pair; tests hold them equ
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import torch
 from torch import nn
 
 from ..errors import TrainingError, setting
-from ..forward import after_layer, capture_output, packed_forward, sequence_logps
+from ..forward import after_layer, capture_output, packed_forward, sequence_logps, suffix_decoder
 from ..models import decoder_layers, model_device
 from ..packing import EncodedPair, pack, segment_logps
 from ..vector import add_to_output
@@ -66,6 +67,8 @@ class FastEngine:
         self.model, self.pairs, self.layer, self.pad_id = model, pairs, layer, pad_id
         self.device = model_device(model)
         self.dtype = next(model.parameters()).dtype
+        self.pad_to: int | None = None  # the step's length rounded up to a multiple (a compiled step: few shapes)
+        self._suffix: Callable[..., torch.Tensor] | None = None  # compiled layers L+1.. (``compile``)
         self.hidden: list[torch.Tensor] = []  # per pair: [T_i, H] output of layer L
         ref_pos, ref_neg = [], []
         order = sorted(range(len(pairs)), key=lambda i: pairs[i].packed_length)
@@ -96,6 +99,21 @@ class FastEngine:
         i = torch.tensor(list(idx))
         return self._ref_pos[i], self._ref_neg[i]
 
+    def compile(self, backend: str | None = None, mode: str | None = None, pad_to: int = 32) -> FastEngine:
+        """Run layers L+1.. through ``torch.compile`` from now on: on CUDA with ``mode="reduce-overhead"``
+        (CUDA graphs: one launch per step instead of hundreds), lengths padded to multiples of ``pad_to`` so
+        that a handful of shapes are compiled. Same result within floating-point reordering."""
+        if mode is None and backend in (None, "inductor"):
+            mode = "reduce-overhead" if self.device.type == "cuda" else None
+        self._suffix, self.pad_to = compiled_suffix(self.model, self.layer, backend or "inductor", mode), pad_to
+        return self
+
+    def suffix(self, stream: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """The final hidden states when the stream leaving layer L is ``stream``."""
+        if self._suffix is not None:
+            return self._suffix(stream, mask, positions)
+        return after_layer(self.model, self.layer, stream, mask, positions)
+
     def logps(self, idx: Sequence[int], delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         (out,) = fast_logps([(self, idx)], [delta])
         return out
@@ -116,6 +134,25 @@ class FastEngine:
             )
 
 
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def compiled_suffix(model: nn.Module, layer: int, backend: str, mode: str | None) -> Callable[..., torch.Tensor]:
+    """Layers ``layer+1..`` of ``model`` through torch.compile, made once per (model, layer, backend, mode):
+    every engine on that model shares it, so a calibration sweep compiles each shape once, not per run."""
+    per_model = _COMPILED.setdefault(model, {})
+    key = (layer, backend, mode)
+    if key not in per_model:
+        compiled = torch.compile(suffix_decoder(model, layer), backend=backend, mode=mode, dynamic=False)
+
+        def run(stream: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+            out = compiled(inputs_embeds=stream, attention_mask=mask, position_ids=positions, use_cache=False)
+            return out.last_hidden_state
+
+        per_model[key] = run
+    return per_model[key]
+
+
 def fast_logps(
     parts: Sequence[tuple[FastEngine, Sequence[int]]], deltas: Sequence[torch.Tensor]
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -123,8 +160,8 @@ def fast_logps(
     pairs from its engine's cache, steered by ``deltas[k]`` (K vectors trained together)."""
     first = parts[0][0]
     rows = [(e, i) for e, idx in parts for i in idx]
-    batch = pack([e.pairs[i] for e, i in rows], first.pad_id, first.dtype).to(first.device)
-    T, H = max(batch.lengths), first.hidden[0].shape[-1]
+    batch = pack([e.pairs[i] for e, i in rows], first.pad_id, first.dtype, first.pad_to).to(first.device)
+    T, H = batch.input_ids.shape[1], first.hidden[0].shape[-1]
     embeds = torch.zeros((len(rows), T, H), dtype=first.dtype, device=first.device)
     for b, (e, i) in enumerate(rows):
         embeds[b, : batch.lengths[b]] = e.hidden[i]
@@ -133,17 +170,22 @@ def fast_logps(
     else:
         per_row = torch.cat([d.to(first.dtype).expand(len(idx), H) for (_, idx), d in zip(parts, deltas)])
         embeds = embeds + per_row[:, None, :]
-    hidden = after_layer(first.model, first.layer, embeds, batch.attention_mask, batch.position_ids)
+    hidden = first.suffix(embeds, batch.attention_mask, batch.position_ids)
     logits = first.model.get_output_embeddings()(hidden[batch.pred_b, batch.pred_pos])
     pos, neg = segment_logps(logits, batch)
     sizes = [len(idx) for _, idx in parts]
     return list(zip(pos.split(sizes), neg.split(sizes)))
 
 
+ENGINES = ("fast", "compiled", "plain")
+
+
 def make_engine(name: str, model: nn.Module, pairs: Sequence[EncodedPair], layer: int, pad_id: int) -> Engine:
-    """The engine called ``name``: "fast" (cached, exact) or "plain" (the reference)."""
+    """The engine called ``name``: "fast" (cached, exact), "compiled" (fast, its step through torch.compile:
+    CUDA graphs on a GPU) or "plain" (the reference)."""
     if name == "plain":
         return PlainEngine(model, pairs, layer, pad_id)
-    if name == "fast":
-        return FastEngine(model, pairs, layer, pad_id)
-    raise TrainingError(f"unknown engine {name!r}", where="engine", fix="use fast or plain")
+    if name in ("fast", "compiled"):
+        engine = FastEngine(model, pairs, layer, pad_id)
+        return engine.compile() if name == "compiled" else engine
+    raise TrainingError(f"unknown engine {name!r}", where="engine", fix="use " + ", ".join(ENGINES))

@@ -179,3 +179,27 @@ def test_several_vectors_in_one_pass_equal_their_solo_runs(setup):
     assert len(together[2].log) < len(together[0].log)  # a job that ran out of steps drops out of the batch
     with pytest.raises(TrainingError, match="share a layer"):
         bipo.train_many(model, [jobs[0], bipo.Job(enc, bipo.BipoConfig(**{**CFG, "layer": 2}))], 0, progress=False)
+
+
+def test_compiled_step_equals_the_fast_one(setup, monkeypatch):
+    """The compiled step (torch.compile of layers L+1.., lengths padded to few shapes) trains the same vector.
+
+    On CPU with the aot_eager backend: the graph capture and autograd of the CUDA-graph path without a C++
+    compiler; the reduce-overhead (CUDA graphs) mode itself runs in benchmarks/gpu_check.sh on a GPU.
+    """
+    model, enc = setup
+    cfg = bipo.BipoConfig(**CFG)
+    fast = bipo.train(model, enc, cfg, 0, engine="fast", progress=False)
+    real = FastEngine.compile
+    monkeypatch.setattr(FastEngine, "compile", lambda self, **k: real(self, backend="aot_eager", pad_to=16))
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    compiled = bipo.train(model, enc, cfg, 0, engine="compiled", progress=False)
+    assert counters["stats"]["unique_graphs"] >= 1  # the step really went through torch.compile
+    va, vb = fast.vector.layers[1], compiled.vector.layers[1]
+    assert va.norm() > 0.05 and (va - vb).abs().max() <= 1e-5
+    assert compiled.vector.meta["engine"] == "compiled"
+    eng = FastEngine(model, enc, 1, 0).compile(backend="aot_eager", pad_to=16)
+    assert eng.pad_to == 16 and pack(enc[:3], 0, pad_to=16).input_ids.shape[1] % 16 == 0
+    assert [n for n, _ in model.named_children()] and len(model.model.layers) == 4  # the model is untouched
