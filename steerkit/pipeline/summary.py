@@ -179,6 +179,20 @@ def placement(out: Outcome) -> dict[str, dict[str, Any]]:
     return {a: {k: r.get(k) for k in keys} for a, r in out.results.items() if r["status"] == "ran" and "device" in r}
 
 
+def placement_lines(summary: dict[str, Any]) -> list[str]:
+    """One line per stage that ran: where (device, Dask worker) and when, in seconds from the run's first start."""
+    placed = summary.get("placement") or {}
+    if not placed:
+        return []
+    t0 = min(p["started"] for p in placed.values())
+    width = max(len(a) for a in placed)
+    return [
+        f"ran       {a:<{width}}  {p['device']:<7} {p['worker'] or 'flow':<8} "
+        f"{p['started'] - t0:6.0f} s → {p['ended'] - t0:6.0f} s"
+        for a, p in sorted(placed.items(), key=lambda kv: kv[1]["started"])
+    ]
+
+
 def failed_summary(message_: str) -> dict[str, Any]:
     """The summary of a run that failed before any stage ran."""
     return {
@@ -295,6 +309,8 @@ def print_summary(summary: dict[str, Any], console: Any) -> None:
         for g in gate_rows(summary):
             gates.add_row(*g.values())
         console.print(gates)
+    for line in placement_lines(summary):
+        console.print(line, highlight=False, soft_wrap=True)
     for r in summary["rows"]:
         console.print(f"plot      {r['plot']}", highlight=False, soft_wrap=True)
     for path in summary.get("transfer", {}).values():

@@ -84,6 +84,10 @@ def test_1_first_run_retries_commits_and_agrees_with_dvc(project, flows, monkeyp
     for dev in ("cuda:0", "cuda:1"):  # never two stages on one device at once
         spans = [(s, e) for s, e, d in on_gpu if d == dev]
         assert all(e1 <= s2 for (_, e1), (s2, _) in zip(spans, spans[1:]))
+    from steerkit.pipeline.summary import placement_lines
+
+    printed = placement_lines(summary)  # what `steerkit pipeline run` prints: where and when each stage ran
+    assert len(printed) == len(placed) == 2 * 5 + 3 and any(f"train@{A}" in ln and "cuda:" in ln for ln in printed)
     assert {stages(summary, b)["train"] for b in BEHAVIORS} == {"ran"}
     for b in BEHAVIORS:
         assert (project / f"vectors/tiny-llama/{b}/L1.safetensors").is_file()
