@@ -112,6 +112,8 @@ def saved_pair(name):
     caa = SteeringVector.load(OUT / "vectors" / f"{name}.caa.safetensors")
     old = json.loads((OUT / f"{name}.json").read_text()) if (OUT / f"{name}.json").exists() else {}
     facts = {k: old.get(k) for k in ("n_train", "bipo_seconds", "caa_seconds")}
+    # the behavior-specific measures of these very vectors (greedy, deterministic): kept, not generated again
+    facts.update({k: old[k] for k in ("refusal", "mc1") if k in old})
     return vec, caa, facts
 
 
@@ -137,7 +139,8 @@ def run_behavior(lm, name, vec, caa, facts, layer, lr, epochs, test, n_test, jud
     )
     scaled_caa = caa * (vec.norm() / caa.norm())
     for key, fn in extra.items():
-        report[key] = {"bipo": fn(vec), "caa": fn(scaled_caa)}
+        if key not in report:  # --reuse-vectors keeps the earlier run's measures of the same vectors
+            report[key] = {"bipo": fn(vec), "caa": fn(scaled_caa)}
     atomic_write_json(OUT / f"{name}.json", report)
     log(
         f"{name}: margin swing BiPO {report['summary']['margin_swing']:.2f} vs CAA "
