@@ -26,7 +26,8 @@ from .inputs import Inputs
 from .judges import Judge
 
 SIDES = ("away", "toward")
-METRICS = ("margin", "margin_per_token", "win_fraction")
+#: a margin-curve column and the name of its swing in every summary (the vector's, CAA's, the prompt's)
+METRICS = {"margin": "margin_swing", "margin_per_token": "margin_per_token_swing", "win_fraction": "win_swing"}
 
 
 def _ppl(inputs: Inputs, vector: SteeringVector | None, m: float) -> float:
@@ -77,7 +78,7 @@ def prompt_baseline(
             )
             rows["open_ended"].append({"prompt": side, "judge_score": judged["curve"][0]["judge_score"]})
     away, toward = ({k: rows[k][i] for k in rows if rows[k]} for i in (0, 1))
-    summary = {f"{k}_swing": toward["margin"][k] - away["margin"][k] for k in METRICS}
+    summary = {name: toward["margin"][k] - away["margin"][k] for k, name in METRICS.items()}
     summary["ab_swing"] = toward["ab"]["p_matching"] - away["ab"]["p_matching"]
     summary["judge_swing"] = (
         toward["open_ended"]["judge_score"] - away["open_ended"]["judge_score"] if rows["open_ended"] else None
@@ -134,7 +135,7 @@ def with_prompt(
             }
             for side, m in ends
         ]
-    summary = {f"{k}_swing": swing(margin, k) for k in METRICS}
+    summary = {name: swing(margin, k) for k, name in METRICS.items()}
     summary["ab_swing"] = swing(ab, "p_matching")
     summary["judge_swing"] = swing(judged, "judge_score") if judged else None
     summary["fluency_cost_at_1"] = max(r["fluency_cost"] for r in fluency)

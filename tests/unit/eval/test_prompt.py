@@ -45,6 +45,9 @@ def test_prompt_baseline_is_the_margin_under_each_system_prompt():
     (hi,) = margin_curve(model, tok, pairs, vec, [1], system=PROMPTS.toward, cached=False)
     assert combined["margin"][1]["margin"] == pytest.approx(hi["margin"], rel=1e-4)
     assert [r["method"] for r in report["comparison"]] == ["vector", "prompt", "vector+prompt"]
+    for row in report["comparison"]:  # the same metrics under the same names for every method
+        assert all(isinstance(row[k], float) for k in ("margin_swing", "margin_per_token_swing", "win_swing")), row
+    assert prompt["summary"]["win_swing"] == pytest.approx(toward["win_fraction"] - away["win_fraction"])
     assert render_png(report)[:4] == b"\x89PNG"
 
 
