@@ -80,13 +80,14 @@ def demo(
     recipe = recipe_for(lm.name, len(decoder_layers(lm.model)))
     cfg = dataclasses.replace(recipe.train, epochs=epochs, layer=recipe.train.layer if layer is None else layer)
     pairs_dir = root / "data" / "pairs" / behavior
+    t0 = time.perf_counter()
     trained = train_stage.train(
         pairs_dir / "train.jsonl", vector_dir(root, lm.name, behavior), model=lm, behavior=behavior, cfg=cfg, root=root
     )
     vec = trained.vectors["bipo"]
     console.print(
         f"[green]✓[/] BiPO {behavior} vector: |v| = {vec.norm():.2f}, final reward accuracy "
-        f"{vec.meta['final_reward_acc']:.2f}, {vec.meta['seconds']} s → {trained.files['bipo']}"
+        f"{vec.meta['final_reward_acc']:.2f}, {time.perf_counter() - t0:.0f} s → {trained.files['bipo']}"
     )
     res = evaluate_stage.evaluate(
         trained.files["bipo"],

@@ -45,7 +45,7 @@ def test_shipped_params_are_valid_and_defaults_merge():
     assert ps.evaluate.multipliers == (-2.0, -1.0, 0.0, 1.0, 2.0) and ps.evaluate.judge == "none"
     assert ps.data.train == "data/seed/power-seeking/train.jsonl"
     assert set(p.optional["bipo"]) == {"bipo-power-seeking", "bipo-wealth-seeking"}
-    assert p.optional["bipo"]["bipo-power-seeking"].train_options.limit == 96
+    assert p.optional["bipo"]["bipo-power-seeking"].train_options.limit == 48
 
 
 def test_per_behavior_override_changes_only_that_behavior():
