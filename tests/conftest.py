@@ -45,65 +45,29 @@ class TinyTokenizer:
         return [self.decode(ids) for ids in batch]
 
 
+#: per family: its config class and what differs from the shared small shape
+_TINY = {
+    "llama": ("LlamaConfig", dict(num_hidden_layers=4, max_position_embeddings=512)),
+    "mistral": ("MistralConfig", {}),
+    "qwen2": ("Qwen2Config", {}),
+    "gemma": ("GemmaConfig", dict(head_dim=8)),
+    "phi3": ("Phi3Config", dict(pad_token_id=0)),
+    "gpt_neox": ("GPTNeoXConfig", dict(num_key_value_heads=None)),
+}
+
+
 def tiny_config(arch: str = "llama", **overrides):
     """A randomly initialised config of the given family, small enough for unit tests."""
     import transformers as tf
 
-    common = dict(vocab_size=96)
-    if arch == "llama":
-        cfg = tf.LlamaConfig(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=4,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=512,
-            **common,
-        )
-    elif arch == "mistral":
-        cfg = tf.MistralConfig(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=3,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            **common,
-        )
-    elif arch == "qwen2":
-        cfg = tf.Qwen2Config(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=3,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            **common,
-        )
-    elif arch == "gemma":
-        cfg = tf.GemmaConfig(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=3,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            head_dim=8,
-            **common,
-        )
-    elif arch == "phi3":
-        cfg = tf.Phi3Config(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=3,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            pad_token_id=0,
-            **common,
-        )
-    elif arch == "gpt2":
-        cfg = tf.GPT2Config(n_embd=32, n_layer=3, n_head=4, n_positions=512, **common)
-    elif arch == "gpt_neox":
-        cfg = tf.GPTNeoXConfig(
-            hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, **common
-        )
+    if arch == "gpt2":
+        cfg = tf.GPT2Config(n_embd=32, n_layer=3, n_head=4, n_positions=512, vocab_size=96)
+    elif arch in _TINY:
+        name, extra = _TINY[arch]
+        shape = dict(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4)
+        shape.update(num_key_value_heads=2)
+        shape.update(extra)
+        cfg = getattr(tf, name)(**{k: v for k, v in shape.items() if v is not None})
     else:
         raise ValueError(arch)
     for k, v in overrides.items():

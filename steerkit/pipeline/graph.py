@@ -106,7 +106,8 @@ def _word(x: Any) -> str:
 
 def _line(*words: str, cfg: Any = None, **options: Any) -> tuple[str, ...]:
     """A ``steerkit`` command line: its words, ``--option value`` per option (None left out; a list repeats
-    the option as ``--option=value``), then the configuration's flags."""
+    the option as ``--option=value``), then the configuration's flags. A stage function's keywords are
+    its CLI command's option names, so a node passes the same ``kwargs`` to its call and its line."""
     out = list(words)
     for name, value in options.items():
         option = "--" + name.replace("_", "-")
@@ -180,19 +181,7 @@ def _evaluate(p: Params, b: Behavior) -> Node:
         "prompt_toward": o.prompt_toward,
         "prompt_away": o.prompt_away,
     }
-    argv = _line(
-        "evaluate",
-        vector=vector,
-        test=test,
-        out=report,
-        model=p.model.spec,
-        cfg=b.evaluate,
-        limit=o.limit,
-        texts=p.texts,
-        baseline=caa,
-        prompt_toward=o.prompt_toward,
-        prompt_away=o.prompt_away,
-    )
+    argv = _line("evaluate", vector=vector, test=test, out=report, **kwargs)
     deps = (_p(vector_dir(".", p.model.dir, b.name)), test, p.texts)
     call = Call("evaluate", "evaluate", (vector, test, report), kwargs)
     return _report_node(
@@ -250,9 +239,7 @@ def _derive(p: Params, _: None) -> Node:
     t = p.derive_target
     folder, report = _p(adapter_dir(".", p.model.dir, t.name)), _p(report_path(".", "derive", p.model.dir, t.name))
     kwargs = {"model": p.model.spec, "cfg": p.derive, "probe_texts": p.texts, "report": report}
-    argv = _line(
-        "derive", "lora", data=t.data, out=folder, model=p.model.spec, cfg=p.derive, probe_texts=p.texts, report=report
-    )
+    argv = _line("derive", "lora", data=t.data, out=folder, **kwargs)
     return Node(
         "derive",
         None,
@@ -271,17 +258,7 @@ def _transfer(p: Params, b: Behavior) -> Node:
     test, report = _p(pairs_file(".", b.name, "test")), report_path(".", "transfer", p.model.dir, b.name)
     limit = p.transfer_options.limit
     kwargs = {"model": p.model.spec, "cfg": p.transfer, "limit": limit, "probe_texts": p.texts}
-    argv = _line(
-        "transfer",
-        vector=vector,
-        target=target,
-        test=test,
-        out=_p(report),
-        model=p.model.spec,
-        cfg=p.transfer,
-        limit=limit,
-        probe_texts=p.texts,
-    )
+    argv = _line("transfer", vector=vector, target=target, test=test, out=_p(report), **kwargs)
     deps = (_p(vector_dir(".", p.model.dir, b.name)), target, test, p.texts)
     call = Call("transfer", "transfer", (vector, [target], test, _p(report)), kwargs)
     return _report_node(
@@ -296,18 +273,8 @@ def _compose(p: Params, name: str) -> Node:
     tests = {b.name: _p(pairs_file(".", b.name, "test")) for b in bs}
     report, limit = _p(report_path(".", "compose", p.model.dir, name)), p.compose_options.limit
     kwargs = {"model": p.model.spec, "cfg": p.compose, "limit": limit, "probe_texts": p.texts, "name": name}
-    argv = _line(
-        "compose",
-        vector=vectors,
-        weight=list(combo.weights),
-        test=[f"{b}={t}" for b, t in tests.items()],
-        name=name,
-        out=report,
-        model=p.model.spec,
-        cfg=p.compose,
-        limit=limit,
-        probe_texts=p.texts,
-    )
+    tested = [f"{b}={t}" for b, t in tests.items()]
+    argv = _line("compose", vector=vectors, weight=list(combo.weights), test=tested, out=report, **kwargs)
     deps = (*[_p(vector_dir(".", p.model.dir, b.name)) for b in bs], *tests.values(), p.texts)
     call = Call("compose", "compose", (vectors, tests, list(combo.weights), report), kwargs)
     return _report_node("compose", name, deps, report, ("model", "compose", f"combos.{name}"), call, (argv,))
