@@ -24,7 +24,8 @@ class Ledger:
     """The finished stages of one flow run (``run_id``) of the project at ``root``."""
 
     def __init__(self, root: str | Path, run_id: str | None) -> None:
-        self.folder = Path(root) / RUNS / str(run_id) if run_id else None
+        self.root = Path(root)
+        self.folder = self.root / RUNS / str(run_id) if run_id else None
 
     def _path(self, address: str) -> Path:
         assert self.folder is not None
@@ -39,7 +40,7 @@ class Ledger:
         except (OSError, ValueError):
             return None
         outputs = result.get("outputs") or {}
-        return result if all(sha256_tree(o) == h for o, h in outputs.items()) else None
+        return result if all(sha256_tree(self.root / o) == h for o, h in outputs.items()) else None
 
     def record(self, address: str, result: dict[str, Any]) -> None:
         if self.folder is not None:
