@@ -42,19 +42,16 @@ def free_port() -> int:
 
 
 def base_env(clone: Path) -> dict[str, str]:
-    env = dict(os.environ)
+    """The clone's offline Prefect/DVC settings (for the server and workers started here too), its code first."""
+    from steerkit.pipeline.run import offline_settings
+
+    env = {**os.environ, **offline_settings(clone)}
     env.update(
         PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
         PYTHONPATH=str(clone),  # the clone's steerkit, not the one installed (editable) in this venv
-        PREFECT_HOME=str(clone / ".prefect"),
         STEERKIT_CACHE=env.get("STEERKIT_CACHE", str(REPO / ".cache" / "steerkit")),
         HF_HUB_OFFLINE="1",
         TRANSFORMERS_OFFLINE="1",
-        TOKENIZERS_PARALLELISM="false",
-        DVC_NO_ANALYTICS="1",
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        DO_NOT_TRACK="1",
-        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="90",
         COLUMNS="200",
     )
     return env

@@ -85,15 +85,14 @@ def run_stage(
     return {"stage": stage, "name": name, "outputs": list(n.outputs), "seconds": round(time.perf_counter() - t0, 2)}
 
 
-def offline_env(root: str | Path = ".") -> None:
-    """The Makefile's Prefect/DVC settings, for runs started without it (existing values win).
+def offline_settings(root: str | Path = ".") -> dict[str, str]:
+    """The Makefile's Prefect/DVC settings for the project at ``root``.
 
     Prefect state stays in the project (``.prefect/``), no telemetry (its absence causes
     "database is locked" errors offline), and a patient start for the temporary local API.
-    Must run before prefect is imported.
     """
     root = Path(root).resolve()
-    for key, value in {
+    return {
         "PREFECT_HOME": str(root / ".prefect"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "DO_NOT_TRACK": "1",
@@ -101,7 +100,15 @@ def offline_env(root: str | Path = ".") -> None:
         "DVC_NO_ANALYTICS": "1",
         "DVC_SITE_CACHE_DIR": str(root / ".cache" / "dvc-site"),
         "TOKENIZERS_PARALLELISM": "false",
-    }.items():
+    }
+
+
+def offline_env(root: str | Path = ".") -> None:
+    """:func:`offline_settings` in this process, for runs started without the Makefile (existing values win).
+
+    Must run before prefect is imported.
+    """
+    for key, value in offline_settings(root).items():
         os.environ.setdefault(key, value)
 
 
