@@ -74,28 +74,31 @@ def synthetic_pairs(n: int, vocab: int, seed: int = 0) -> list[EncodedPair]:
     return [EncodedPair(ids(r.randint(60, 95)), ids(r.randint(10, 32)), ids(r.randint(10, 32))) for _ in range(n)]
 
 
-def time_train(model, enc, cfg, pad, engine, device) -> tuple[float, torch.Tensor]:
+def sync(device: str) -> None:
+    """Wait for the GPU's queued work before reading the clock (nothing to wait for on the CPU)."""
     if device.startswith("cuda"):
         torch.cuda.synchronize()
+
+
+def time_train(model, enc, cfg, pad, engine, device) -> tuple[float, torch.Tensor]:
+    sync(device)
     t = time.perf_counter()
     res = bipo.train(model, enc, cfg, pad, engine=engine, progress=False)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+    sync(device)
     return time.perf_counter() - t, res.vector.layers[cfg.layer]
 
 
 def batched(model, enc, cfg, pad, k: int, device: str) -> dict[str, float]:
     """K jobs (K seeds) one after the other and in one pass: throughput ratio and the largest difference."""
     jobs = [bipo.Job(enc, dataclasses.replace(cfg, seed=s)) for s in range(k)]
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    sync()
+    sync(device)
     t = time.perf_counter()
     solo = [bipo.train(model, j.pairs, j.cfg, pad, progress=False).vector.layers[cfg.layer] for j in jobs]
-    sync()
+    sync(device)
     solo_s = time.perf_counter() - t
     t = time.perf_counter()
     many = [r.vector.layers[cfg.layer] for r in bipo.train_many(model, jobs, pad, progress=False)]
-    sync()
+    sync(device)
     many_s = time.perf_counter() - t
     pair_steps = k * len(enc) * cfg.epochs
     return {
@@ -148,13 +151,11 @@ def matmul_peak(device: str, dtype: torch.dtype, shapes: tuple = ((468, 576, 153
         for _ in range(3):
             a @ b
         reps = max(3, int(2e10 / (2 * m * k * n)))
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
+        sync(device)
         t = time.perf_counter()
         for _ in range(reps):
             a @ b
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
+        sync(device)
         best = max(best, 2 * m * k * n * reps / (time.perf_counter() - t) / 1e9)
     return best
 
@@ -178,12 +179,11 @@ def step_efficiency(model, enc, layer: int, pad: int, batch_size: int, device: s
         for idx in batches:
             step(idx)
     flops = counter.get_total_flops()
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    sync()
+    sync(device)
     t = time.perf_counter()
     for idx in batches:
         step(idx)
-    sync()
+    sync(device)
     seconds = time.perf_counter() - t
     return {
         "step_s": seconds / len(batches),
