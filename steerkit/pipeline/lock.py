@@ -24,7 +24,8 @@ from typing import Any, TypeVar
 from ..errors import SteerkitError
 from ..fileio import exclusive
 
-LOCK = ".pipeline.lock"
+PROJECT = ".pipeline"  # fileio.exclusive holds <PROJECT>.lock
+LOCK, HOLDER = f"{PROJECT}.lock", f"{PROJECT}.lock.json"  # the OS lock; who holds it
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -34,7 +35,7 @@ class ProjectBusyError(SteerkitError, RuntimeError):
 
 def _holder(root: Path) -> str:
     try:
-        h = json.loads((root / f"{LOCK}.json").read_text(encoding="utf-8"))
+        h = json.loads((root / HOLDER).read_text(encoding="utf-8"))
         return f"pid {h['pid']} on {h['host']} (user {h['user']}), started {h['started']}"
     except (OSError, ValueError, KeyError, TypeError):
         return "another process"
@@ -50,18 +51,18 @@ def project_lock(root: str | os.PathLike, wait_s: float | None = None) -> Iterat
         where=str(root / LOCK),
         fix="wait for it to finish (or stop it), then run again; set STEERKIT_PIPELINE_WAIT_S=SECONDS to wait",
     )
-    with exclusive(root / LOCK.removesuffix(".lock"), wait, busy):
+    with exclusive(root / PROJECT, wait, busy):
         info = {
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "user": getpass.getuser(),
             "started": datetime.now(UTC).isoformat(timespec="seconds"),
         }
-        (root / f"{LOCK}.json").write_text(json.dumps(info), encoding="utf-8")
+        (root / HOLDER).write_text(json.dumps(info), encoding="utf-8")
         try:
             yield
         finally:
-            (root / f"{LOCK}.json").unlink(missing_ok=True)
+            (root / HOLDER).unlink(missing_ok=True)
 
 
 def holds_project_lock(fn: F) -> F:
