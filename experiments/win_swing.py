@@ -46,7 +46,7 @@ def _at(rows: list[dict], key: str, m: float) -> float:
 
 
 def measure(lm, vec: SteeringVector, test, texts) -> dict:
-    rows = margin_curve(lm.model, lm.tokenizer, test, vec, MULTS, per_pair=True)
+    rows = margin_curve(lm.model, lm.tokenizer, test, vec, MULTS)
     flu = perplexity_curve(lm.model, lm.tokenizer, texts, vec, MULTS)
     zero = _at(rows, "margins", 0.0)
     out = {

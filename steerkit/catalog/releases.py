@@ -2,18 +2,26 @@
 
 A release copies the vector file into ``vectors/released/<model>/<behavior>/<method>.v<N>.safetensors``
 and appends an event to ``vectors/releases.json``: who, when, why, the numbers behind the decision,
-the file's sha256, the held-out set it was judged on, and the git commit and DVC version of the
-file it came from. The stable version of a (behavior, model, method) is the one the last event
-(a promotion or a rollback) names; nothing in the history is ever rewritten. Commit both (and
-``dvc push``) after a run whose releases you keep: the copies make every version loadable by
-number, the revisions let ``dvc.api`` fetch it from the commit it was released at as well.
+the file's sha256, the held-out set it was judged on (None: promoted by hand without a gate), and the
+git commit and DVC version of the file it came from. The stable version of a (behavior, model,
+method) is the one the last event (a promotion or a rollback) names; nothing in the history is ever
+rewritten. Commit both after a run whose releases you keep: the git-tracked copies are the only
+place every version is loadable from by number (a copy that is missing is an error that says to
+restore it from git, never a guess from another revision).
+
+Writers hold the history's lock. A release made on a gate's decision names the stable version the
+gate compared against (``expect_stable``): if stable changed since (a rollback, another release), the
+release is refused rather than made on a stale decision. Bytes already at a version's path are
+verified before they are trusted; foreign bytes are kept aside, never overwritten.
 """
 
 from __future__ import annotations
 
 import getpass
 import json
+import logging
 import os
+import re
 import socket
 import subprocess
 from contextlib import AbstractContextManager
@@ -22,10 +30,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ..errors import ChecksumError, DataError, option
+from ..errors import ChecksumError, DataError
 from ..fileio import atomic_write_bytes, atomic_write_json, exclusive, sha256_bytes
 from ..layout import released_path, releases_path
-from .remote import read_at
+
+log = logging.getLogger(__name__)
 
 FORMAT = "steerkit.releases"
 FORMAT_VERSION = 1
@@ -35,6 +44,15 @@ LOCK_TIMEOUT_S = 120.0
 
 class ReleaseError(DataError):
     """A release cannot be made, found or undone (nothing to promote, no earlier version, a broken history)."""
+
+
+class StaleDecisionError(ReleaseError):
+    """The stable release changed after the gate compared a candidate against it: the decision is stale."""
+
+
+#: ``promote(expect_stable=ANY)``: release whatever is stable now (a person's decision)
+ANY: object = object()
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass
@@ -104,12 +122,13 @@ class History:
                 raise ValueError(f"not a {FORMAT} file")
             if raw.get("format_version", 1) > FORMAT_VERSION:
                 raise ValueError(f"format version {raw['format_version']} is newer than this steerkit")
-            events = [Release(**e) for e in raw["events"]]
+            events = [_event(e, i) for i, e in enumerate(raw["events"])]
         except (ValueError, TypeError, AttributeError) as exc:
             raise ReleaseError(
-                f"the release history is unreadable ({exc})",
+                f"the release history is unreadable ({exc}); nothing was changed",
                 where=where,
-                fix="restore it from git (`git checkout vectors/releases.json`): it is append-only",
+                fix="restore it from git (`git checkout vectors/releases.json`): it is append-only, "
+                "so the committed copy plus this run's releases is all there is",
             ) from None
         return cls(root, events)
 
@@ -142,29 +161,59 @@ class History:
         return sorted({e.key for e in self.events})
 
     def read(self, release: Release) -> bytes:
-        """The released file's bytes, verified (from the copy; else from git/DVC at the revision it came from)."""
+        """The released copy's bytes, verified against the release."""
         path = self.root / release.path
         try:
             data = path.read_bytes()
-        except OSError:
-            data = _from_revision(self.root, release)
+        except OSError as exc:
+            raise ReleaseError(
+                f"the released copy of v{release.version} is missing ({exc.strerror or exc})",
+                where=str(path),
+                fix="restore it from git (`git checkout -- vectors/released`); commit vectors/released/ with "
+                "vectors/releases.json after every run whose releases you keep",
+            ) from None
         if sha256_bytes(data) != release.sha256:
             raise ChecksumError(
                 f"released file does not match its release: expected sha256 {release.sha256}",
                 where=str(path),
-                fix="restore it from git (`git checkout vectors/released`)",
+                fix="restore it from git (`git checkout -- vectors/released`)",
             )
         return data
 
 
-def _from_revision(root: Path, release: Release) -> bytes:
-    if not release.git_rev:
-        raise ReleaseError(
-            "the released copy is missing and the release names no git revision to fetch it from",
-            where=str(root / release.path),
-            fix="restore vectors/released/ from git",
+def _event(raw: Any, index: int) -> Release:
+    """One event of the history file, checked (a hand edit that breaks it is named, not half-read)."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"events[{index}] is not an object")
+    e = Release(**raw)
+    if e.event not in EVENTS:
+        raise ValueError(f"events[{index}].event is {e.event!r}, not one of {', '.join(EVENTS)}")
+    if not isinstance(e.version, int) or isinstance(e.version, bool) or e.version < 1:
+        raise ValueError(f"events[{index}].version must be a positive integer, found {e.version!r}")
+    if not isinstance(e.sha256, str) or not _SHA256.match(e.sha256):
+        raise ValueError(f"events[{index}].sha256 is not a sha256 hex digest: {e.sha256!r}")
+    for key in ("behavior", "model", "method", "path"):
+        if not isinstance(getattr(e, key), str) or not getattr(e, key):
+            raise ValueError(f"events[{index}].{key} must be a non-empty string")
+    return e
+
+
+def _put_copy(path: Path, data: bytes) -> None:
+    """Write a version's copy; bytes already there are kept if they are the same, set aside if not."""
+    if path.is_file():
+        old = path.read_bytes()
+        if old == data:
+            return
+        aside = path.with_name(f"{path.name}.orphan-{sha256_bytes(old)[:12]}")
+        os.replace(path, aside)
+        log.warning(
+            "%s held other bytes than the release (left by a failed or undone release): kept as %s", path, aside
         )
-    return read_at(release.source, str(root), release.git_rev, str(root / release.path))
+    atomic_write_bytes(path, data)
+
+
+def _state(release: Release | None) -> tuple[int, str] | None:
+    return None if release is None else (release.version, release.sha256)
 
 
 def locked(root: str | os.PathLike) -> AbstractContextManager:
@@ -194,18 +243,32 @@ def promote(
     git_rev: str | None = None,
     dvc_md5: str | None = None,
     who: str | None = None,
+    expect_stable: Any = ANY,
 ) -> Release:
-    """Make ``data`` (a vector file's bytes) the stable version: a new number, or the number it already has."""
+    """Make ``data`` (a vector file's bytes) the stable version: a new number, or the number it already has.
+
+    ``expect_stable``: the stable release the decision was made against, as ``(version, sha256)`` or
+    None (nothing released); if stable is another one now, nothing is released (StaleDecisionError).
+    """
     root = Path(root)
     with locked(root):
         history = History.load(root)
         sha = sha256_bytes(data)
+        now_stable = _state(history.stable(behavior, model, method))
+        if expect_stable is not ANY and now_stable != (tuple(expect_stable) if expect_stable else None):
+            said = "nothing" if not expect_stable else f"v{expect_stable[0]}"
+            is_now = "nothing" if now_stable is None else f"v{now_stable[0]}"
+            raise StaleDecisionError(
+                f"{behavior} ({model}, {method}): the decision was made against stable {said}, "
+                f"but stable is {is_now} now (a rollback or another release came in between); nothing released",
+                where=str(releases_path(root)),
+                fix=f"re-run the gate for {behavior} (`steerkit pipeline stage gate {behavior}`), then release",
+            )
         mine = history.of(behavior, model, method)
         known = next((e for e in mine if e.sha256 == sha and e.event == "promote"), None)
         version = known.version if known else max((e.version for e in mine), default=0) + 1
         path = released_path(root, model, behavior, method, version)
-        if not path.is_file():
-            atomic_write_bytes(path, data)
+        _put_copy(path, data)
         release = Release(
             "promote",
             behavior,
@@ -251,7 +314,7 @@ def rollback(
         if len(stack) < 2:
             raise ReleaseError(
                 f"{behavior} ({model}, {method}) has no version before v{current} to go back to",
-                fix=f"promote another version instead ({option('version')})",
+                fix=f"promote another version instead: `steerkit catalog promote {behavior} --version N --why …`",
             )
         back = history.version(behavior, model, method, stack[-2])
         release = Release(

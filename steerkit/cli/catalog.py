@@ -219,26 +219,41 @@ def promote_cmd(
     ),
     root: Path = RootOpt,
 ) -> None:
-    """Make the candidate (or release --version N) the stable version by hand, whatever the gate said."""
+    """Make the candidate (or release --version N) the stable version by hand, whatever the gate said.
+
+    What it was judged on is recorded: the gate report of this very file if there is one (its
+    held-out set and decision), else that no gate judged it (the next gate then says so).
+    """
     from ..catalog.build import build_catalog
     from ..catalog.provenance import dvc_version, git_head, read_dvc_lock
     from ..catalog.releases import History, promote
-    from ..stages.catalog import catalog
+    from ..pipeline.lock import project_lock
+    from ..stages.catalog import catalog, judged_by_gate
 
-    current = build_catalog(root)
-    if version is not None:
-        model_dir = _model_of(root, behavior, model, method)
-        history = History.load(root)
-        old = history.version(behavior, model_dir, method, version)
-        data, source, metrics = history.read(old), old.source, old.metrics
-        test_sha, rev, md5 = old.test_sha256, old.git_rev, old.dvc_md5
-    else:
-        entry = current.find(behavior, model=model, method=method, layer=layer, channel="candidate")
-        model_dir, data, source = entry.model, current.read_bytes(entry), entry.path
-        metrics = {"summary": entry.metrics, "off_target": entry.off_target, "dose_response": entry.dose_response}
-        test_sha, rev, md5 = None, git_head(root), dvc_version(read_dvc_lock(root), entry.path)
-    release = promote(root, behavior, model_dir, method, data, source, "by hand: " + why, metrics, test_sha, rev, md5)
-    catalog(root)
+    with project_lock(root):  # not while a pipeline run releases
+        current = build_catalog(root)
+        if version is not None:
+            model_dir = _model_of(root, behavior, model, method)
+            history = History.load(root)
+            old = history.version(behavior, model_dir, method, version)
+            data, source, metrics = history.read(old), old.source, old.metrics
+            test_sha, rev, md5, note = old.test_sha256, old.git_rev, old.dvc_md5, f"v{version} again"
+        else:
+            entry = current.find(behavior, model=model, method=method, layer=layer, channel="candidate")
+            model_dir, data, source = entry.model, current.read_bytes(entry), entry.path
+            metrics = {"summary": entry.metrics, "off_target": entry.off_target, "dose_response": entry.dose_response}
+            rev, md5 = git_head(root), dvc_version(read_dvc_lock(root), entry.path)
+            gated = judged_by_gate(root, entry.model, behavior, entry.sha256)
+            if gated is None:
+                test_sha, note = None, "not judged by the gate"
+            else:
+                test_sha = (gated.get("frozen_set") or {}).get("sha256")
+                metrics["gate"] = {"decision": gated.get("decision"), "checks": gated.get("checks")}
+                note = f"the gate said {gated.get('decision')}"
+        release = promote(
+            root, behavior, model_dir, method, data, source, f"by hand ({note}): {why}", metrics, test_sha, rev, md5
+        )
+        catalog(root)
     console.print(f"[green]✓[/] {behavior} ({model_dir}, {method}): v{release.version} is stable ({release.path})")
 
 
@@ -253,11 +268,13 @@ def rollback_cmd(
 ) -> None:
     """Make the version that was stable before the current one stable again (recorded in the history)."""
     from ..catalog.releases import rollback
+    from ..pipeline.lock import project_lock
     from ..stages.catalog import catalog
 
-    model_dir = _model_of(root, behavior, model, method)
-    release = rollback(root, behavior, model_dir, method, why)
-    catalog(root)
+    with project_lock(root):  # not while a pipeline run releases
+        model_dir = _model_of(root, behavior, model, method)
+        release = rollback(root, behavior, model_dir, method, why)
+        catalog(root)
     console.print(f"[green]✓[/] {behavior} ({model_dir}, {method}): back to v{release.version} ({release.why})")
 
 

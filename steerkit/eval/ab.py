@@ -20,6 +20,7 @@ from ..models import format_prompt, model_device, pad_token_id
 from ..packing import check_batch_size, chunked, right_pad
 from ..vector import SteeringVector
 from .curves import as_multipliers, mean
+from .metrics import per_pair
 from .scoring import Batch, Runner
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -203,6 +204,11 @@ def ab_curve(
     for m, finals in run.finals_many(vector, mults, positions).items():
         res = letter_probabilities(run, encoded, finals)
         rows.append(
-            {"multiplier": m, "p_matching": mean([p for p, _ in res]), "letter_mass": mean([t for _, t in res])}
+            {
+                "multiplier": m,
+                "p_matching": mean([p for p, _ in res]),
+                "letter_mass": mean([t for _, t in res]),
+                "p_matchings": per_pair([p for p, _ in res]),
+            }
         )
     return rows

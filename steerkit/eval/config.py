@@ -66,24 +66,60 @@ class ComposeConfig:
 
 
 GATE_METRICS = ("margin_swing", "margin_per_token_swing", "win_swing")
+REQUIRE = ("require", "record")
 
 
 @dataclass(frozen=True)
 class GateConfig:
-    """When a candidate vector is released: the rules of the release gate (params.yaml's ``gate:``)."""
+    """When a candidate vector is released: the rules of the release gate (params.yaml's ``gate:``).
+
+    Every rule is a test on a 95 % interval (``steerkit.eval.gate``): promote when all required ones
+    pass, hold when one fails, inconclusive when one cannot tell on this many held-out pairs.
+    """
 
     metric: str = knob(
         "margin_swing", "The number a candidate is judged by (its swing over the multipliers).", choices=GATE_METRICS
     )
-    tolerance: float = knob(
-        0.05, "How much worse than the stable release a candidate may be, as a share of stable's number.", minimum=0
+    min_effect: float = knob(
+        0.0,
+        "The smallest swing that counts as steering, in the metric's units: the lower end of the candidate's "
+        "interval must clear it (and zero).",
+        minimum=0,
     )
-    beat_caa: bool = knob(True, "The candidate must beat CAA at the same norm.")
+    tolerance: float = knob(
+        0.05,
+        "Non-inferiority margin: how much worse than the stable release a candidate may be (paired, lower end "
+        "of the interval), as a share of stable's swing or in the metric's units (tolerance_unit).",
+        minimum=0,
+    )
+    tolerance_unit: str = knob(
+        "share",
+        "share: tolerance is a share of stable's swing; metric: in the metric's units.",
+        choices=("share", "metric"),
+    )
+    beat_caa: bool = knob(True, "The candidate must beat CAA at the same norm (paired difference above zero).")
     beat_prompt: str = knob(
         "record",
-        "require: the candidate must beat the prompt baseline; record: only record it.",
-        choices=("require", "record"),
+        "require: the candidate must beat the prompt baseline (paired difference above zero); record: only record it.",
+        choices=REQUIRE,
     )
     max_fluency_cost: float = knob(
-        0.10, "The largest fluency cost allowed at m = ±1; it also bounds the safe range.", positive=True
+        0.10,
+        "The largest fluency cost allowed at m = ±1 (the upper end of its interval); it also bounds the safe range.",
+        positive=True,
     )
+    off_target: str = knob(
+        "record",
+        "require: the vector's swing on every other behavior's pairs must be at most max_off_target_share of its "
+        "own; record: only record it.",
+        choices=REQUIRE,
+    )
+    max_off_target_share: float = knob(
+        0.5, "The largest swing on another behavior's pairs, as a share of the vector's own swing.", positive=True
+    )
+    seeds: str = knob(
+        "record",
+        "require: with train.seeds > 1, the seeds' directions must agree (min_seed_cosine); record: only record it.",
+        choices=REQUIRE,
+    )
+    min_seed_cosine: float = knob(0.9, "The smallest cosine allowed between two seeds' directions.", minimum=-1)

@@ -34,6 +34,7 @@ from ..packing import (
 )
 from ..vector import SteeringVector
 from .judges import Judge
+from .metrics import per_pair
 from .scoring import Batch, Runner
 
 
@@ -120,7 +121,6 @@ def margin_curve(
     multipliers: Sequence[float],
     batch_size: int = 8,
     system: str | None = None,
-    per_pair: bool = False,
     positions: str = "all",
     cached: bool = True,
     runner: tuple[Runner, torch.Tensor, torch.Tensor] | None = None,
@@ -129,24 +129,25 @@ def margin_curve(
 
     Pairs are encoded and packed once (pass ``runner`` from :func:`pair_runner` to share them, and the
     cached stream, between vectors); each multiplier then costs the layers after the steered one.
-    ``per_pair`` adds each pair's margin (``margins``, in input order): how far from flipping they are.
+    Each row keeps the per-pair values it averages (``margins``, ``margins_per_token``, in input
+    order): every swing and its interval is computed from them (``steerkit.eval.metrics``).
     """
     mults = as_multipliers(multipliers)
     run, n_pos, n_neg = runner or pair_runner(model, tokenizer, pairs, batch_size, system, cached)
     rows = []
     for m, finals in run.finals_many(vector, mults, positions).items():
         pos, neg = answer_logps(run, finals)
-        margin = pos - neg
+        margin, per_token = pos - neg, pos / n_pos - neg / n_neg
         rows.append(
             {
                 "multiplier": m,
                 "margin": float(margin.mean()),
-                "margin_per_token": float((pos / n_pos - neg / n_neg).mean()),
+                "margin_per_token": float(per_token.mean()),
                 "win_fraction": float((margin > 0).double().mean()),
+                "margins": per_pair(margin.tolist()),
+                "margins_per_token": per_pair(per_token.tolist()),
             }
         )
-        if per_pair:
-            rows[-1]["margins"] = margin.tolist()
     return rows
 
 
@@ -176,21 +177,32 @@ def text_runner(
     return Runner(model, batches, cached)
 
 
-def runner_nll(runner: Runner, finals: Sequence[torch.Tensor]) -> tuple[float, int]:
-    """Summed next-token NLL over a text runner's batches given their final hidden states, and the token count.
+def text_nlls(runner: Runner, finals: Sequence[torch.Tensor]) -> tuple[list[float], list[int]]:
+    """Per text (input order): its summed next-token NLL and its number of predicted tokens.
 
     Only tokens after the prompt (prefix) are scored; the last prefix token predicts the first one.
     """
     head = runner.model.get_output_embeddings()
-    total, count = 0.0, 0
+    n = sum(len(b.idx) for b in runner.batches)
+    nlls, counts = [0.0] * n, [0] * n
     with torch.no_grad():
         for b, hidden in zip(runner.batches, finals):
             keep = (b.attention_mask[:, 1:] * b.attention_mask[:, :-1]).bool()  # the next token is a real token
             keep &= ~b.prompt[:, 1:]  # ... and it is text, not prefix
             logits = head(hidden[:, :-1][keep]).float()
-            total += float(torch.nn.functional.cross_entropy(logits, b.input_ids[:, 1:][keep], reduction="sum"))
-            count += int(keep.sum())
-    return total, count
+            token_nll = torch.nn.functional.cross_entropy(logits, b.input_ids[:, 1:][keep], reduction="none")
+            rows = torch.arange(keep.shape[0], device=keep.device)[:, None].expand_as(keep)[keep]
+            per_row = torch.zeros(keep.shape[0], dtype=torch.float64, device=keep.device)
+            per_row.index_add_(0, rows, token_nll.double())
+            for row, i in enumerate(b.idx):
+                nlls[i], counts[i] = float(per_row[row]), int(keep[row].sum())
+    return nlls, counts
+
+
+def runner_nll(runner: Runner, finals: Sequence[torch.Tensor]) -> tuple[float, int]:
+    """Summed next-token NLL over a text runner's texts given their final hidden states, and the token count."""
+    nlls, counts = text_nlls(runner, finals)
+    return float(sum(nlls)), int(sum(counts))
 
 
 def text_nll(model: nn.Module, tokenizer: Any, texts: Sequence[str], batch_size: int = 8) -> tuple[float, int]:
@@ -218,15 +230,22 @@ def perplexity_curve(
     if runner is None and not texts:
         raise DataError("no texts to measure perplexity on", fix="pass texts or use neutral_texts()")
     run = runner or text_runner(model, tokenizer, texts, batch_size, cached)
-    ppl: dict[float, float] = {}
+    rows: dict[float, dict] = {}
     for m, finals in run.finals_many(vector, mults, positions).items():
-        nll, n = runner_nll(run, finals)
-        if n == 0:
-            raise DataError(
-                "the texts have no token to predict (each is one token or empty)", fix="use paragraphs of several words"
-            )
-        ppl[m] = math.exp(nll / n)
-    return [{"multiplier": m, "perplexity": ppl[m], "fluency_cost": ppl[m] / ppl[0.0] - 1.0} for m in mults]
+        rows[m] = perplexity_row(*text_nlls(run, finals), multiplier=m)
+    for row in rows.values():
+        row["fluency_cost"] = row["perplexity"] / rows[0.0]["perplexity"] - 1.0
+    return [rows[m] for m in mults]
+
+
+def perplexity_row(nlls: Sequence[float], tokens: Sequence[int], **keys: Any) -> dict[str, Any]:
+    """The perplexity of texts from their per-text NLLs and token counts (kept in the row: the fluency cost's
+    interval is resampled over the texts)."""
+    if sum(tokens) == 0:
+        raise DataError(
+            "the texts have no token to predict (each is one token or empty)", fix="use paragraphs of several words"
+        )
+    return {**keys, "perplexity": math.exp(sum(nlls) / sum(tokens)), "nlls": per_pair(nlls), "tokens": list(tokens)}
 
 
 def open_ended_curve(
@@ -259,7 +278,8 @@ def open_ended_curve(
         {"id": p.id, "prompt": g.prompt, "multiplier": g.multiplier, "text": g.text, "score": float(s)}
         for p, g, s in zip(asked, gens, scores)
     ]
-    curve = [
-        {"multiplier": m, "judge_score": mean([r["score"] for r in records if r["multiplier"] == m])} for m in mults
-    ]
+    curve = []
+    for m in mults:
+        scores = [r["score"] for r in records if r["multiplier"] == m]
+        curve.append({"multiplier": m, "judge_score": mean(scores), "scores": per_pair(scores)})
     return {"judge": judge.name, "curve": curve, "generations": records}

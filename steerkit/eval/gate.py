@@ -1,10 +1,27 @@
-"""The release gate: is a candidate vector worth shipping? (pure: numbers in, a decision and its reasons out)
+"""The release gate: is a candidate vector worth shipping? (pure: estimates in, a decision and its reasons out)
 
-A candidate is promoted only if — on the same frozen held-out set, measured in the same run — it is
-at least as good as the vector already released (within a tolerance), beats CAA at the same norm,
-stays under the fluency limit at m = ±1, and (when required) beats the prompt baseline. Every check
-is recorded, passed or not, so a held candidate says why. A held-out set that changed since the
-stable release was judged on it is said out loud and not compared.
+Each rule is a test on an estimate with its 95 % interval, measured on the frozen held-out set in
+the same run, and has three outcomes: **pass** (the interval clears the threshold on the good side),
+**fail** (the estimate itself is on the wrong side: more pairs would not change that) and
+**unclear** (the estimate is on the good side but the interval reaches over the threshold: more
+pairs would tell; the check says about how many at the observed spread). The rules:
+
+- **steers**: the candidate's own swing must clear ``min_effect`` (and zero): a vector that does
+  not move its behavior is never promoted;
+- **beats CAA** / **beats the prompt**: the paired difference candidate − CAA (− prompt) on the same
+  pairs must be above zero (superiority);
+- **not worse than stable**: the paired difference candidate − stable must be above −δ, with δ =
+  ``tolerance`` × |stable's swing| (or ``tolerance`` in the metric's units): non-inferiority, so a
+  retrained seed of the same recipe is not a regression;
+- **fluency**: the fluency cost at m = ±1 must stay under ``max_fluency_cost`` (its upper bound);
+- **off-target**: the vector's swing on every other behavior's pairs must be at most
+  ``max_off_target_share`` of its own (recorded; ``off_target: require`` makes it a rule);
+- **seeds**: with several training seeds, their directions must agree (cosine ≥ ``min_seed_cosine``;
+  recorded; ``seeds: require`` makes it a rule).
+
+The decision: **hold** if a required check fails, **inconclusive** if none fails but one is unclear,
+**promote** if all pass; **unchanged** when the candidate already is the stable release (every check
+still runs, and the reasons say when stable itself fails one).
 """
 
 from __future__ import annotations
@@ -13,106 +30,229 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .config import GateConfig
+from .metrics import metric
+from .stats import Estimate, pairs_needed
+
+OUTCOMES = ("pass", "fail", "unclear")
+DECISIONS = ("promote", "hold", "inconclusive", "unchanged")
 
 
 @dataclass
 class Check:
+    """One rule's test: its outcome, whether it decides, what it says, and the numbers behind it."""
+
     name: str
-    passed: bool
+    outcome: str  # pass | fail | unclear
     required: bool
     detail: str
+    value: float | None = None
+    ci95: list[float] | None = None
+    threshold: float | None = None
+    pairs_needed: int | None = None  # unclear: held-out pairs that would settle it at the observed spread
+
+    @property
+    def passed(self) -> bool:
+        return self.outcome == "pass"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "passed": self.passed}
 
 
 @dataclass
 class Decision:
-    """``promote``, ``hold`` or ``unchanged`` (the candidate is the stable release already), and why."""
+    """``promote``, ``hold``, ``inconclusive`` or ``unchanged``, and why."""
 
     decision: str
     checks: list[Check] = field(default_factory=list)
+    stable_fails: list[str] = field(default_factory=list)  # unchanged: the required checks stable itself fails
 
     @property
     def reasons(self) -> list[str]:
-        """What decided it: the failed required checks when held, every check otherwise."""
-        failed = [c for c in self.checks if c.required and not c.passed]
-        return [c.detail for c in (failed if self.decision == "hold" and failed else self.checks)]
+        """What decided it: the failed (hold) or unclear (inconclusive) required checks, else every check."""
+        required = [c for c in self.checks if c.required]
+        if self.decision == "hold":
+            return [c.detail for c in required if c.outcome == "fail"]
+        if self.decision == "inconclusive":
+            return [c.detail for c in required if c.outcome == "unclear"]
+        if self.decision == "unchanged" and self.stable_fails:
+            return [f"the stable release itself fails: {d}" for d in self.stable_fails]
+        return [c.detail for c in self.checks]
+
+    @property
+    def pairs_needed(self) -> int | None:
+        """Inconclusive: the held-out pairs the most demanding unclear check would need (None: unknown)."""
+        needs = [c.pairs_needed for c in self.checks if c.required and c.outcome == "unclear"]
+        return max((n for n in needs if n is not None), default=None) if needs else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"decision": self.decision, "reasons": self.reasons, "checks": [asdict(c) for c in self.checks]}
+        return {
+            "decision": self.decision,
+            "reasons": self.reasons,
+            "pairs_needed": self.pairs_needed,
+            "checks": [c.to_dict() for c in self.checks],
+            **({"stable_fails": self.stable_fails} if self.stable_fails else {}),
+        }
 
 
-def _fmt(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:+.3f}"
+@dataclass(frozen=True)
+class Evidence:
+    """What the gate measured, as estimates with intervals (``None``: not measured)."""
+
+    own: Estimate | None  # the candidate's swing in the gate's metric
+    fluency: Estimate | None = None  # its fluency cost at m = ±1
+    vs_caa: Estimate | None = None  # candidate − CAA at its norm, paired
+    vs_prompt: Estimate | None = None  # candidate − the prompt baseline, paired
+    vs_stable: Estimate | None = None  # candidate − stable, paired
+    stable: Estimate | None = None  # stable's swing (the non-inferiority margin is a share of it)
+    off_target: dict[str, Estimate | None] = field(default_factory=dict)  # other behavior: share of own swing
+    seed_cosine: float | None = None  # the smallest cosine between the seeds' directions (None: one seed)
+
+
+def _ci(est: Estimate | None) -> list[float] | None:
+    return None if est is None else est.interval()
+
+
+def _show(name: str, est: Estimate | None) -> str:
+    return "n/a" if est is None else metric(name).show(est.value, est.interval())
+
+
+def _test(est: Estimate | None, threshold: float, higher_is_better: bool = True) -> str:
+    """pass / fail / unclear of ``est`` against ``threshold`` (a missing estimate fails)."""
+    if est is None:
+        return "fail"
+    if est.ci95 is not None and (est.low > threshold if higher_is_better else est.high <= threshold):
+        return "pass"
+    wrong = est.value <= threshold if higher_is_better else est.value > threshold
+    return "fail" if wrong else "unclear"
+
+
+def _check(
+    name: str, est: Estimate | None, threshold: float, required: bool, detail: str, higher: bool = True
+) -> Check:
+    outcome = _test(est, threshold, higher)
+    need = pairs_needed(est, threshold) if outcome == "unclear" and est is not None else None
+    if outcome == "unclear":
+        detail += (
+            f" — the interval reaches over {threshold:+.3g}: about {need} held-out pairs would tell"
+            if need
+            else f" — the interval reaches over {threshold:+.3g}: more data would tell"
+        )
+    return Check(name, outcome, required, detail, None if est is None else est.value, _ci(est), threshold, need)
 
 
 def decide(
-    candidate: dict[str, Any],
+    evidence: Evidence,
     cfg: GateConfig,
     *,
-    caa: dict[str, Any] | None = None,
-    prompt: dict[str, Any] | None = None,
-    stable: dict[str, Any] | None = None,
     stable_version: int | None = None,
     set_changed: str | None = None,
+    stable_unjudged: bool = False,
     same_as_stable: bool = False,
 ) -> Decision:
-    """The decision for one candidate from the summaries of its evaluation and the alternatives'.
+    """The decision for one candidate from the gate's evidence.
 
-    ``candidate``/``caa``/``stable``: evaluation summaries (``margin_swing``, ``fluency_cost_at_1``, ...);
-    ``prompt``: the prompt baseline's summary; ``stable_version``: the stable release's number (None:
-    nothing released yet); ``set_changed``: why the held-out set is not the one the stable release was
-    judged on (then stable is not compared and the candidate is held).
+    ``stable_version``: the stable release's number (None: nothing released yet); ``set_changed``: why
+    the held-out set is not the one stable was judged on (then stable is not compared and the
+    candidate is held); ``stable_unjudged``: stable was promoted by hand and records no held-out set
+    (compared on this one, and said); ``same_as_stable``: the candidate is the stable release.
     """
-    m = cfg.metric
-    c = candidate.get(m)
-    checks: list[Check] = []
-    cost = candidate.get("fluency_cost_at_1")
-    checks.append(
-        Check(
-            "fluency",
-            cost is not None and cost <= cfg.max_fluency_cost,
+    m, ev = cfg.metric, evidence
+    floor = max(0.0, cfg.min_effect)
+    checks = [
+        _check(
+            "steers",
+            ev.own,
+            floor,
             True,
-            f"fluency cost at m = ±1: {'n/a' if cost is None else f'{cost:.1%}'} (limit {cfg.max_fluency_cost:.0%})",
-        )
-    )
-    if caa is not None:
+            f"{m} {_show(m, ev.own)} must clear {floor:+.3g} (the vector must move its own behavior)",
+        ),
+        _check(
+            "fluency",
+            ev.fluency,
+            cfg.max_fluency_cost,
+            True,
+            f"fluency cost at m = ±1 {_show('fluency_cost_at_1', ev.fluency)} "
+            f"(limit {cfg.max_fluency_cost:.0%}, upper bound)",
+            higher=False,
+        ),
+    ]
+    if ev.vs_caa is not None or cfg.beat_caa:
         checks.append(
-            Check(
+            _check(
                 "beats CAA",
-                c is not None and caa.get(m) is not None and c > caa[m],
+                ev.vs_caa,
+                0.0,
                 cfg.beat_caa,
-                f"{m} {_fmt(c)} vs CAA at the same norm {_fmt(caa.get(m))}",
+                f"candidate − CAA at the same norm, paired: {_show(m, ev.vs_caa)}",
             )
         )
-    if prompt is not None:
+    if ev.vs_prompt is not None:
+        req = cfg.beat_prompt == "require"
         checks.append(
-            Check(
+            _check(
                 "beats the prompt",
-                c is not None and prompt.get(m) is not None and c > prompt[m],
-                cfg.beat_prompt == "require",
-                f"{m} {_fmt(c)} vs the prompt baseline {_fmt(prompt.get(m))} "
-                f"({'required' if cfg.beat_prompt == 'require' else 'recorded only'})",
+                ev.vs_prompt,
+                0.0,
+                req,
+                f"candidate − the prompt baseline, paired: {_show(m, ev.vs_prompt)} "
+                f"({'required' if req else 'recorded only'})",
             )
         )
-    if stable_version is not None:  # there is a stable release to measure up to
+    if stable_version is not None and not same_as_stable:  # there is another stable release to measure up to
         if set_changed:
             checks.append(
-                Check("comparable to stable", False, True, f"not compared with stable v{stable_version}: {set_changed}")
-            )
-        else:
-            s = (stable or {}).get(m)
-            floor = None if s is None else s - cfg.tolerance * abs(s)
-            checks.append(
                 Check(
-                    "not worse than stable",
-                    c is not None and floor is not None and c >= floor,
-                    True,
-                    f"{m} {_fmt(c)} vs stable v{stable_version} {_fmt(s)} "
-                    f"(at least {_fmt(floor)} with a {cfg.tolerance:.0%} tolerance)",
+                    "comparable to stable", "fail", True, f"not compared with stable v{stable_version}: {set_changed}"
                 )
             )
+        else:
+            share = cfg.tolerance_unit == "share"
+            delta = cfg.tolerance * abs(ev.stable.value) if share and ev.stable is not None else cfg.tolerance
+            detail = (
+                f"candidate − stable v{stable_version} (swing {_show(m, ev.stable)}), paired: "
+                f"{_show(m, ev.vs_stable)}, must stay above −{delta:.3g}"
+                + (f" ({cfg.tolerance:.0%} of stable's swing)" if share else "")
+            )
+            if stable_unjudged:
+                detail += (
+                    f"; stable v{stable_version} was promoted by hand and records no held-out set: compared on this one"
+                )
+            checks.append(_check("not worse than stable", ev.vs_stable, -delta, True, detail))
+    for other, share in sorted(ev.off_target.items()):
+        said = "required" if cfg.off_target == "require" else "recorded"
+        checks.append(
+            _check(
+                f"off-target: {other}",
+                share,
+                cfg.max_off_target_share,
+                cfg.off_target == "require",
+                f"its swing on {other}'s pairs is {_show('off_target_share', share)} of its own "
+                f"(at most {cfg.max_off_target_share:.2f}; {said})",
+                higher=False,
+            )
+        )
+    if ev.seed_cosine is not None:
+        ok = ev.seed_cosine >= cfg.min_seed_cosine
+        checks.append(
+            Check(
+                "seeds agree",
+                "pass" if ok else "fail",
+                cfg.seeds == "require",
+                f"smallest cosine between the seeds' directions {ev.seed_cosine:.3f} "
+                f"(at least {cfg.min_seed_cosine:.2f}; {'required' if cfg.seeds == 'require' else 'recorded'})",
+                ev.seed_cosine,
+                None,
+                cfg.min_seed_cosine,
+            )
+        )
+    required = [c for c in checks if c.required]
     if same_as_stable:
-        return Decision("unchanged", checks)
-    return Decision("promote" if all(k.passed or not k.required for k in checks) else "hold", checks)
+        return Decision("unchanged", checks, [c.detail for c in required if c.outcome != "pass"])
+    if any(c.outcome == "fail" for c in required):
+        return Decision("hold", checks)
+    if any(c.outcome == "unclear" for c in required):
+        return Decision("inconclusive", checks)
+    return Decision("promote", checks)
 
 
 def safe_range(perplexity: list[dict[str, Any]], max_cost: float) -> list[float] | None:

@@ -10,7 +10,6 @@ toward prompt at positive ones.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,20 +20,21 @@ from ..data.prompts import Prompts
 from ..vector import SteeringVector
 from .ab import ab_curve
 from .config import EvalConfig
-from .curves import as_multipliers, margin_curve, open_ended_curve, runner_nll, swing
+from .curves import as_multipliers, margin_curve, open_ended_curve, perplexity_row, text_nlls
 from .inputs import Inputs
 from .judges import Judge
+from .metrics import SWINGS, comparison_row, summarize
 
 SIDES = ("away", "toward")
-#: a margin-curve column and the name of its swing in every summary (the vector's, CAA's, the prompt's)
-METRICS = {"margin": "margin_swing", "margin_per_token": "margin_per_token_swing", "win_fraction": "win_swing"}
 
 
-def _ppl(inputs: Inputs, vector: SteeringVector | None, m: float) -> float:
+def _ppl_row(inputs: Inputs, vector: SteeringVector | None, m: float, plain: dict[str, Any], **keys: Any) -> dict:
+    """The perplexity of the neutral texts under ``inputs``' prompt (and ``vector`` at ``m``), against ``plain``."""
     runner = inputs.texts
     finals = runner.plain() if vector is None or m == 0 else runner.finals(vector, m)
-    nll, n = runner_nll(runner, finals)
-    return math.exp(nll / n)
+    row = perplexity_row(*text_nlls(runner, finals), multiplier=m, **keys)
+    row["fluency_cost"] = row["perplexity"] / plain["perplexity"] - 1.0
+    return row
 
 
 def prompted_inputs(
@@ -58,33 +58,34 @@ def prompt_baseline(
     tokenizer: Any,
     vector: SteeringVector,
     sides: dict[str, Inputs],
-    plain_ppl: float,
+    plain: dict[str, Any],
     cfg: EvalConfig,
     judge: Judge | None,
 ) -> dict[str, Any]:
-    """Each prompt's curves at m = 0 (``vector`` only names the layer whose stream is cached) and their swings."""
+    """Each prompt's curves at m = 0 (``vector`` only names the layer whose stream is cached) and their swings.
+
+    ``plain``: the unsteered perplexity row without a prompt (the fluency cost's reference).
+    """
     rows: dict[str, Any] = {"margin": [], "ab": [], "perplexity": [], "open_ended": []}
     for side in SIDES:
         inputs = sides[side]
         (margin,) = margin_curve(model, tokenizer, inputs.pairs, vector, [0.0], runner=inputs.margin)
         (ab,) = ab_curve(model, tokenizer, inputs.pairs, vector, [0.0], runner=inputs.ab)
-        ppl = _ppl(inputs, None, 0.0)
         rows["margin"].append({"prompt": side, **margin})
         rows["ab"].append({"prompt": side, **ab})
-        rows["perplexity"].append({"prompt": side, "perplexity": ppl, "fluency_cost": ppl / plain_ppl - 1.0})
+        rows["perplexity"].append(_ppl_row(inputs, None, 0.0, plain, prompt=side))
         if judge is not None and cfg.n_open > 0:
             judged = open_ended_curve(
                 model, tokenizer, inputs.pairs, vector, [0.0], judge, cfg.n_open, cfg.max_new_tokens, inputs.system
             )
-            rows["open_ended"].append({"prompt": side, "judge_score": judged["curve"][0]["judge_score"]})
-    away, toward = ({k: rows[k][i] for k in rows if rows[k]} for i in (0, 1))
-    summary = {name: toward["margin"][k] - away["margin"][k] for k, name in METRICS.items()}
-    summary["ab_swing"] = toward["ab"]["p_matching"] - away["ab"]["p_matching"]
-    summary["judge_swing"] = (
-        toward["open_ended"]["judge_score"] - away["open_ended"]["judge_score"] if rows["open_ended"] else None
+            rows["open_ended"].append({"prompt": side, **judged["curve"][0]})
+    part = {"toward": sides["toward"].system, "away": sides["away"].system, **rows}
+    summary = summarize(part, reference=plain)
+    summary["fluency_cost"], summary["fluency_cost_ci95"] = (
+        summary["fluency_cost_at_1"],
+        summary["fluency_cost_at_1_ci95"],
     )
-    summary["fluency_cost"] = max(r["fluency_cost"] for r in rows["perplexity"])
-    return {"toward": sides["toward"].system, "away": sides["away"].system, **rows, "summary": summary}
+    return {**part, "summary": summary}
 
 
 def with_prompt(
@@ -92,11 +93,11 @@ def with_prompt(
     tokenizer: Any,
     vector: SteeringVector,
     sides: dict[str, Inputs],
-    plain_ppl: float,
+    plain: dict[str, Any],
     cfg: EvalConfig,
     judge: Judge | None,
 ) -> dict[str, Any]:
-    """The vector together with the prompt: away prompt at m < 0, toward prompt at m > 0."""
+    """The vector together with the prompt: away prompt at m < 0, toward prompt at m > 0 (fluency against ``plain``)."""
     mults = [m for m in as_multipliers(cfg.multipliers) if m != 0]
     lows, highs = [m for m in mults if m < 0], [m for m in mults if m > 0]
     margin, ab = [], []
@@ -110,10 +111,7 @@ def with_prompt(
             ab += [
                 {"prompt": side, **r} for r in ab_curve(model, tokenizer, inputs.pairs, vector, ms, runner=inputs.ab)
             ]
-    fluency = [
-        {"multiplier": m, "prompt": side, "fluency_cost": _ppl(sides[side], vector, m) / plain_ppl - 1.0}
-        for side, m in (("away", -1.0), ("toward", 1.0))
-    ]
+    fluency = [_ppl_row(sides[side], vector, m, plain, prompt=side) for side, m in (("away", -1.0), ("toward", 1.0))]
     judged = None
     if judge is not None and cfg.n_open > 0 and lows and highs:
         ends = [(side, m) for side, m in (("away", min(lows)), ("toward", max(highs)))]
@@ -135,24 +133,39 @@ def with_prompt(
             }
             for side, m in ends
         ]
-    summary = {name: swing(margin, k) for k, name in METRICS.items()}
-    summary["ab_swing"] = swing(ab, "p_matching")
-    summary["judge_swing"] = swing(judged, "judge_score") if judged else None
-    summary["fluency_cost_at_1"] = max(r["fluency_cost"] for r in fluency)
-    return {"margin": margin, "ab": ab, "perplexity": fluency, "open_ended": judged, "summary": summary}
+    part = {"margin": margin, "ab": ab, "perplexity": fluency, "open_ended": judged}
+    return {**part, "summary": summarize(part, reference=plain)}
+
+
+#: the parts of an evaluation report, side by side: the name a person reads and the report key
+PARTS = (("vector", None), ("caa", "baseline"), ("prompt", "prompt"), ("vector+prompt", "vector_with_prompt"))
+#: the comparisons each report makes on the same pairs (a − b, paired)
+PAIRED = (("vector", "caa"), ("vector", "prompt"), ("vector+prompt", "prompt"))
+
+
+def _part(report: dict[str, Any], name: str) -> dict[str, Any] | None:
+    key = dict(PARTS)[name]
+    return report if key is None else report.get(key)
 
 
 def comparison(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """BiPO, CAA at its norm, the prompt and BiPO + prompt, side by side (what the gate and RESULTS.md read)."""
-    keys = ("margin_swing", "margin_per_token_swing", "win_swing", "ab_swing", "judge_swing")
+    """BiPO, CAA at its norm, the prompt and BiPO + prompt, side by side, each number with its interval."""
     rows = []
-    for name, part, cost in (
-        ("vector", report, "fluency_cost_at_1"),
-        ("caa", report.get("baseline"), "fluency_cost_at_1"),
-        ("prompt", report.get("prompt"), "fluency_cost"),
-        ("vector+prompt", report.get("vector_with_prompt"), "fluency_cost_at_1"),
-    ):
-        if part:
+    for name, _ in PARTS:
+        if part := _part(report, name):
             s = part["summary"]
-            rows.append({"method": name, **{k: s.get(k) for k in keys}, "fluency_cost": s.get(cost)})
+            row = {"method": name}
+            for k in (*SWINGS, "fluency_cost_at_1"):
+                row[k], row[k + "_ci95"] = s.get(k), s.get(k + "_ci95")
+            row["fluency_cost"], row["fluency_cost_ci95"] = row["fluency_cost_at_1"], row["fluency_cost_at_1_ci95"]
+            rows.append(row)
     return rows
+
+
+def paired_comparisons(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """vector − CAA, vector − prompt and vector + prompt − prompt, pair by pair on the same held-out pairs."""
+    return [
+        {"a": a, "b": b, **comparison_row(f"{a} − {b}", _part(report, a), _part(report, b))}
+        for a, b in PAIRED
+        if _part(report, a) and _part(report, b)
+    ]

@@ -21,19 +21,13 @@ from ..data.texts import neutral_texts
 from ..errors import VectorError
 from ..fileio import atomic_write_bytes, atomic_write_json
 from ..vector import SteeringVector
+from . import metrics
 from .ab import ab_curve
 from .config import EvalConfig
-from .curves import (
-    as_multipliers,
-    margin_curve,
-    open_ended_curve,
-    perplexity_curve,
-    swing,
-    value_at,
-)
+from .curves import as_multipliers, margin_curve, open_ended_curve, perplexity_curve
 from .inputs import Inputs
 from .judges import Judge
-from .prompt import comparison, prompt_baseline, prompted_inputs, with_prompt
+from .prompt import comparison, paired_comparisons, prompt_baseline, prompted_inputs, with_prompt
 
 
 def scale_to_norm(vector: SteeringVector, norm: float) -> SteeringVector:
@@ -62,20 +56,9 @@ def vector_summary(vector: SteeringVector) -> dict[str, Any]:
 
 
 def summarize(curves: dict[str, Any]) -> dict[str, Any]:
-    """The headline numbers of one vector's curves (pure)."""
-    margin = curves["margin"]
-    ordered = [r["margin"] for r in sorted(margin, key=lambda r: r["multiplier"])]
-    fluency = [c for m in (-1.0, 1.0) if (c := value_at(curves["perplexity"], "fluency_cost", m)) is not None]
-    judged = curves.get("open_ended")
-    return {
-        "margin_swing": swing(margin, "margin"),
-        "win_swing": swing(margin, "win_fraction"),
-        "ab_swing": swing(curves["ab"], "p_matching") if curves.get("ab") else None,
-        "judge_swing": swing(judged["curve"], "judge_score") if judged else None,
-        "margin_per_token_swing": swing(margin, "margin_per_token"),
-        "fluency_cost_at_1": max(fluency) if fluency else None,
-        "monotonic_margin": all(b >= a - 1e-9 for a, b in zip(ordered, ordered[1:])),
-    }
+    """The headline numbers of one vector's curves, each with its 95 % interval (pure; ``steerkit.eval.metrics``)."""
+    ordered = [r["margin"] for r in sorted(curves["margin"], key=lambda r: r["multiplier"])]
+    return {**metrics.summarize(curves), "monotonic_margin": all(b >= a - 1e-9 for a, b in zip(ordered, ordered[1:]))}
 
 
 def evaluate_one(
@@ -102,11 +85,9 @@ def evaluate_one(
         out["by_positions"] = {}
         for p in others:
             rows = margin_curve(model, tokenizer, pairs, vector, mults, positions=p, runner=inputs.margin)
-            out["by_positions"][p] = {
-                "margin": rows,
-                "margin_swing": swing(rows, "margin"),
-                "win_swing": swing(rows, "win_fraction"),
-            }
+            out["by_positions"][p] = {"margin": rows}
+            for name in ("margin_swing", "win_swing"):
+                metrics.put(out["by_positions"][p], name, metrics.estimate(name, {"margin": rows}))
     return out
 
 
@@ -148,13 +129,14 @@ def evaluate_vector(
         base = scale_to_norm(compare, vector.norm()) if match_norm else compare
         report["baseline"] = evaluate_one(model, tokenizer, base, inputs, cfg, judge)
     if prompts is not None:
-        plain = next(r["perplexity"] for r in report["perplexity"] if r["multiplier"] == 0)
+        plain = next(r for r in report["perplexity"] if r["multiplier"] == 0)
         sides = prompted_inputs(model, tokenizer, test_pairs, texts, prompts, cfg, cached)
         report["prompt"] = prompt_baseline(model, tokenizer, vector, sides, plain, cfg, judge)
         report["vector_with_prompt"] = with_prompt(model, tokenizer, vector, sides, plain, cfg, judge)
     if others:
         report["others"] = {name: evaluate_one(model, tokenizer, v, inputs, cfg, judge) for name, v in others.items()}
     report["comparison"] = comparison(report)
+    report["paired"] = paired_comparisons(report)
     return report
 
 

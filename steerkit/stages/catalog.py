@@ -1,9 +1,11 @@
 """The catalog stage: release what the gate passed, then scan the project's vectors → ``vectors/catalog.json``.
 
 Releasing reads the gate reports (``reports/gate/<model>/<behavior>.json``): a candidate the gate
-promoted becomes the next stable version (``steerkit.catalog.releases.promote``), a held one stays a
-candidate with its reasons, and a report about another file than the one now in ``vectors/`` (the
-vector was retrained after its gate ran) releases nothing and says so.
+promoted becomes the next stable version (``steerkit.catalog.releases.promote``), a held or
+inconclusive one stays a candidate with its reasons. Nothing is released on a stale decision: a
+report about another file than the one now in ``vectors/`` (retrained after its gate ran), or one
+whose stable release changed after the gate compared against it (a rollback in between), releases
+nothing and says so.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from pathlib import Path
 from ..catalog.build import rebuild_catalog
 from ..catalog.index import Catalog
 from ..catalog.provenance import dvc_version, git_head, read_dvc_lock, relpath_in
-from ..catalog.releases import History, promote
+from ..catalog.releases import History, StaleDecisionError, promote
 from ..errors import DataError
 from ..fileio import sha256_bytes
+from ..layout import report_path
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +33,7 @@ class Outcome:
     behavior: str
     model: str
     method: str
-    decision: str  # the gate's: promote | hold | unchanged
+    decision: str  # the gate's: promote | hold | inconclusive | unchanged; or stale (not acted on)
     released: bool
     version: int | None  # the stable version now (None: nothing released yet)
     reasons: list[str]
@@ -58,31 +61,63 @@ def release(root: str | Path, gate_reports: list[Path]) -> list[Outcome]:
             decision = "stale"
         elif decision == "promote":
             stable = History.load(root).stable(behavior, model, method)
+            judged = report.get("stable")
+            expect = None if not judged else (judged["version"], judged["sha256"])
             if stable is None or stable.sha256 != candidate["sha256"]:
-                promote(
-                    root,
-                    behavior,
-                    model,
-                    method,
-                    data,
-                    source=source.as_posix(),
-                    why="release gate: " + "; ".join(reasons),
-                    metrics={
-                        "summary": candidate["summary"],
-                        "off_target": report.get("off_target") or {},
-                        "dose_response": report.get("dose_response"),
-                        "safe_range": report.get("safe_range"),
-                        "gate": {"report": path.as_posix(), "checks": report.get("checks")},
-                    },
-                    test_sha256=(report.get("frozen_set") or {}).get("sha256"),
-                    git_rev=rev,
-                    dvc_md5=dvc_version(lock, relpath_in(source.as_posix(), root)),
-                )
-                released = True
+                try:
+                    _release(root, report, path, data, source, reasons, rev, lock, expect)
+                    released = True
+                except StaleDecisionError as exc:
+                    decision, reasons = "stale", [exc.what]
         stable = History.load(root).stable(behavior, model, method)
         out.append(Outcome(behavior, model, method, decision, released, stable.version if stable else None, reasons))
         log.info("%s (%s): %s%s", behavior, model, decision, " → released" if released else "")
     return out
+
+
+def _release(
+    root: Path,
+    report: dict,
+    path: Path,
+    data: bytes,
+    source: Path,
+    reasons: list[str],
+    rev: str | None,
+    lock: dict,
+    expect: tuple[int, str] | None,
+) -> None:
+    """Promote a gate report's candidate, if stable is still what the gate compared against."""
+    behavior, model, method, candidate = report["behavior"], report["model"], report["method"], report["candidate"]
+    promote(
+        root,
+        behavior,
+        model,
+        method,
+        data,
+        source=source.as_posix(),
+        why="release gate: " + "; ".join(reasons),
+        metrics={
+            "summary": candidate["summary"],
+            "off_target": report.get("off_target") or {},
+            "dose_response": report.get("dose_response"),
+            "safe_range": report.get("safe_range"),
+            "gate": {"report": path.as_posix(), "checks": report.get("checks")},
+        },
+        test_sha256=(report.get("frozen_set") or {}).get("sha256"),
+        git_rev=rev,
+        dvc_md5=dvc_version(lock, relpath_in(source.as_posix(), root)),
+        expect_stable=expect,
+    )
+
+
+def judged_by_gate(root: str | Path, model_dir: str, behavior: str, sha256: str) -> dict | None:
+    """The gate report that judged this very vector file (by sha256), or None."""
+    try:
+        report = json.loads(report_path(root, "gate", model_dir, behavior).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    candidate = report.get("candidate") if isinstance(report, dict) else None
+    return report if isinstance(candidate, dict) and candidate.get("sha256") == sha256 else None
 
 
 @dataclass

@@ -18,19 +18,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..catalog.releases import History
+from ..catalog.releases import History, locked
 from ..config import to_plain
 from ..data.readers import load_pairs
 from ..data.texts import neutral_texts
 from ..errors import DataError
+from ..eval import metrics
 from ..eval.config import EvalConfig, GateConfig
-from ..eval.curves import margin_curve, pair_runner, swing
-from ..eval.gate import decide, dose_response, safe_range
+from ..eval.curves import margin_curve, pair_runner
+from ..eval.gate import Evidence, decide, dose_response, safe_range
 from ..eval.report import evaluate_vector, scale_to_norm
 from ..fileio import atomic_write_json, sha256_file
 from ..layout import report_path
 from ..models import LoadedModel, load_model
 from ..vector import SteeringVector
+
+GATE_FORMAT_VERSION = 2  # 2: three outcomes (promote, hold, inconclusive) from intervals; paired comparisons
 
 
 @dataclass
@@ -73,6 +76,34 @@ def _relative(path: str | Path, root: str | Path) -> str:
         return Path(os.path.abspath(path)).relative_to(os.path.abspath(root)).as_posix()
     except ValueError:
         return Path(path).as_posix()
+
+
+def _off_target(
+    lm: LoadedModel,
+    vec: SteeringVector,
+    baseline: SteeringVector | None,
+    report: dict[str, Any],
+    off_target: Mapping[str, str | Path],
+    limit: int | None,
+    cfg: EvalConfig,
+) -> dict[str, dict[str, Any]]:
+    """Per other behavior: the vector's (and CAA's) swings on its held-out pairs, and their share of its own."""
+    ends = [min(cfg.multipliers), max(cfg.multipliers)]
+    own = metrics.swing_values("margin_swing", report)
+    out: dict[str, dict[str, Any]] = {}
+    for other, path in off_target.items():
+        runner = pair_runner(lm.model, lm.tokenizer, load_pairs(path, limit), cfg.batch_size)
+        part = {"margin": margin_curve(lm.model, lm.tokenizer, [], vec, ends, runner=runner)}
+        effect: dict[str, Any] = {}
+        for name in ("margin_swing", "win_swing"):
+            metrics.put(effect, name, metrics.estimate(name, part))
+        share = metrics.ratio("off_target_share", metrics.swing_values("margin_swing", part), own)
+        metrics.put(effect, "off_target_share", share)
+        if baseline is not None:
+            caa_part = {"margin": margin_curve(lm.model, lm.tokenizer, [], baseline, ends, runner=runner)}
+            metrics.put(effect, "caa_margin_swing", metrics.estimate("margin_swing", caa_part))
+        out[other] = {"effect": effect, "share": share}
+    return out
 
 
 def gate(
@@ -118,7 +149,8 @@ def gate(
             where=str(evaluation),
             fix="give the gate the evaluate stage's limit",
         )
-    history = History.load(root)
+    with locked(root):  # one consistent view of the history; releasing re-checks it (compare-and-swap)
+        history = History.load(root)
     stable = history.stable(behavior, model_id, method)
     changed = None
     if stable is not None and stable.test_sha256 and stable.test_sha256 != test_sha:
@@ -130,37 +162,47 @@ def gate(
     lm = None
     if (stable is not None and not same and not changed) or off_target:
         lm = model if isinstance(model, LoadedModel) else load_model(model, device=device, dtype=dtype)
-    stable_summary = None
+    stable_part = None
     if lm is not None and stable is not None and not same and not changed:  # measured as the candidate was
         stable_vec = SteeringVector.from_bytes(history.read(stable), where=stable.path)
-        stable_summary = evaluate_vector(lm.model, lm.tokenizer, stable_vec, pairs, cfg, texts=neutral_texts(texts))[
-            "summary"
-        ]
+        stable_part = evaluate_vector(lm.model, lm.tokenizer, stable_vec, pairs, cfg, texts=neutral_texts(texts))
     elif same:
-        stable_summary = report["summary"]
+        stable_part = report
+    m = rules.metric
     baseline = scale_to_norm(SteeringVector.load(caa), vec.norm()) if caa else None
-    ends = [min(cfg.multipliers), max(cfg.multipliers)]
-    effects: dict[str, dict[str, float | None]] = {}
-    for other, path in (off_target or {}).items():
-        runner = pair_runner(lm.model, lm.tokenizer, load_pairs(path, limit), cfg.batch_size)
-        rows = margin_curve(lm.model, lm.tokenizer, [], vec, ends, runner=runner)
-        effects[other] = {"margin_swing": swing(rows, "margin"), "win_swing": swing(rows, "win_fraction")}
-        if baseline is not None:
-            effects[other]["caa_margin_swing"] = swing(
-                margin_curve(lm.model, lm.tokenizer, [], baseline, ends, runner=runner), "margin"
-            )
+    effects = _off_target(lm, vec, baseline, report, off_target or {}, limit, cfg) if off_target else {}
+    evidence = Evidence(
+        own=metrics.estimate(m, report),
+        fluency=metrics.estimate("fluency_cost_at_1", report),
+        vs_caa=metrics.paired(m, report, report.get("baseline")),
+        vs_prompt=metrics.paired(m, report, report.get("prompt")),
+        vs_stable=metrics.paired(m, report, stable_part) if stable_part is not None and not same else None,
+        stable=metrics.estimate(m, stable_part) if stable_part is not None else None,
+        off_target={other: e["share"] for other, e in effects.items()},
+        seed_cosine=(vec.meta.get("seeds") or {}).get("min_cosine")
+        if isinstance(vec.meta.get("seeds"), dict)
+        else None,
+    )
     decision = decide(
-        report["summary"],
+        evidence,
         rules,
-        caa=(report.get("baseline") or {}).get("summary"),
-        prompt=(report.get("prompt") or {}).get("summary"),
-        stable=stable_summary,
         stable_version=stable.version if stable else None,
         set_changed=changed,
+        stable_unjudged=stable is not None and not stable.test_sha256,
         same_as_stable=same,
     )
+    paired = {
+        name: metrics.comparison_row(name, report, part)
+        for name, part in (
+            ("candidate − caa", report.get("baseline")),
+            ("candidate − prompt", report.get("prompt")),
+            ("candidate − stable", stable_part if not same else None),
+        )
+        if part is not None
+    }
     gated = {
         "kind": "gate",
+        "format_version": GATE_FORMAT_VERSION,
         "behavior": behavior,
         "model": model_id,
         "method": method,
@@ -168,10 +210,17 @@ def gate(
         "candidate": {"path": _relative(vector_file, root), "sha256": vector_sha, "summary": report["summary"]},
         "stable": None
         if stable is None
-        else {"version": stable.version, "sha256": stable.sha256, "summary": stable_summary, "released": stable.when},
+        else {
+            "version": stable.version,
+            "sha256": stable.sha256,
+            "summary": None if stable_part is None else stable_part["summary"],
+            "released": stable.when,
+            "judged_on": stable.test_sha256,
+        },
         "caa": (report.get("baseline") or {}).get("summary"),
         "prompt": report.get("prompt", {}).get("summary") if report.get("prompt") else None,
         "comparison": report.get("comparison"),
+        "paired": paired,
         "frozen_set": {
             "path": _relative(test_file, root),
             "sha256": test_sha,
@@ -179,7 +228,7 @@ def gate(
             "stable_sha256": stable.test_sha256 if stable else None,
             "changed": changed,
         },
-        "off_target": effects,  # {other behavior: its margin / win swing under this vector (and CAA's)}
+        "off_target": {other: e["effect"] for other, e in effects.items()},
         "dose_response": dose_response(report),
         "safe_range": safe_range(report["perplexity"], rules.max_fluency_cost),
         "evaluation": _relative(evaluation, root),

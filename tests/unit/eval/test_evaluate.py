@@ -100,7 +100,7 @@ def test_margin_curve_equals_the_plain_engine(tiny):
     pairs = random_pairs(10)
     v = torch.randn(32, generator=torch.Generator().manual_seed(3)) * 0.2
     vec = SteeringVector({1: v})
-    rows = margin_curve(model, tok, pairs, vec, [1, 0], batch_size=3, per_pair=True)
+    rows = margin_curve(model, tok, pairs, vec, [1, 0], batch_size=3)
     assert [r["multiplier"] for r in rows] == [0.0, 1.0]
     enc = encode_pairs(tok, pairs)
     eng = PlainEngine(model, enc, 1, tok.pad_token_id)
@@ -362,33 +362,50 @@ def test_open_ended_curve_scores_the_first_n_questions(tiny, fake_generation):
     res = open_ended_curve(model, tok, random_pairs(5), SteeringVector({1: torch.zeros(32)}), [1, -1], judge, n=3)
     assert judge.calls == 1  # one batched call
     assert res["judge"] == "fake"
-    assert res["curve"] == [{"multiplier": -1.0, "judge_score": -1.0}, {"multiplier": 1.0, "judge_score": 1.0}]
+    assert res["curve"] == [
+        {"multiplier": -1.0, "judge_score": -1.0, "scores": [-1.0] * 3},
+        {"multiplier": 1.0, "judge_score": 1.0, "scores": [1.0] * 3},
+    ]
     assert len(res["generations"]) == 6
     assert {g["id"] for g in res["generations"]} == {"0", "1", "2"}
     assert set(res["generations"][0]) == {"id", "prompt", "multiplier", "text", "score"}
 
 
 # ----------------------------------------------------------------------------------------- report
-def test_summarize_is_pure_and_reads_the_curves():
+def test_summarize_is_pure_and_reads_the_per_pair_values():
+    """Each swing is the mean over pairs of (high end − low end), with a 95 % interval around it."""
     curves = {
         "margin": [
-            {"multiplier": -1.0, "margin": 1.0, "win_fraction": 0.5},
-            {"multiplier": 0.0, "margin": 0.5, "win_fraction": 0.5},
-            {"multiplier": 1.0, "margin": 3.0, "win_fraction": 1.0},
+            {"multiplier": -1.0, "margin": 1.0, "margins": [1.0, -1.0, 3.0], "margins_per_token": [0.1, -0.1, 0.3]},
+            {"multiplier": 0.0, "margin": 0.5, "margins": [0.5, 0.5, 0.5], "margins_per_token": [0.0, 0.0, 0.0]},
+            {"multiplier": 1.0, "margin": 3.0, "margins": [3.0, 1.0, 5.0], "margins_per_token": [0.3, 0.1, 0.5]},
         ],
-        "ab": [{"multiplier": -1.0, "p_matching": 0.2}, {"multiplier": 1.0, "p_matching": 0.9}],
+        "ab": [
+            {"multiplier": -1.0, "p_matching": 0.2, "p_matchings": [0.1, 0.2, 0.3]},
+            {"multiplier": 1.0, "p_matching": 0.9, "p_matchings": [0.8, 0.9, 1.0]},
+        ],
         "perplexity": [
-            {"multiplier": -1.0, "fluency_cost": 0.3},
-            {"multiplier": 0.0, "fluency_cost": 0.0},
-            {"multiplier": 1.0, "fluency_cost": 0.1},
+            {"multiplier": m, "nlls": [n * k for n in (10.0, 20.0, 30.0)], "tokens": [5, 10, 15]}
+            for m, k in ((-1.0, 1.3), (0.0, 1.0), (1.0, 1.1))
         ],
-        "open_ended": {"curve": [{"multiplier": -1.0, "judge_score": -0.2}, {"multiplier": 1.0, "judge_score": 0.4}]},
+        "open_ended": {
+            "curve": [
+                {"multiplier": -1.0, "judge_score": -0.2, "scores": [-0.2, -0.2]},
+                {"multiplier": 1.0, "judge_score": 0.4, "scores": [0.4, 0.4]},
+            ]
+        },
     }
     s = summarize(curves)
-    assert s["margin_swing"] == 2.0 and s["win_swing"] == 0.5
+    assert s["margin_swing"] == 2.0 and s["win_swing"] == pytest.approx(1 / 3)  # pair 2 flips from lose to win
+    assert s["margin_per_token_swing"] == pytest.approx(0.2)
     assert s["ab_swing"] == pytest.approx(0.7) and s["judge_swing"] == pytest.approx(0.6)
-    assert s["fluency_cost_at_1"] == 0.3 and s["monotonic_margin"] is False
+    # perplexity = exp(Σnll/Σtok): nll per token 2.0 at m=0, 2.6 at m=-1 → cost e^0.6 − 1
+    assert s["fluency_cost_at_1"] == pytest.approx(math.exp(0.6) - 1) and s["monotonic_margin"] is False
+    assert s["margin_swing_ci95"] == [2.0, 2.0]  # every pair moved by exactly 2: no spread
+    lo, hi = s["ab_swing_ci95"]
+    assert lo <= s["ab_swing"] <= hi
     assert summarize({**curves, "open_ended": None})["judge_swing"] is None
+    assert summarize({**curves, "open_ended": None})["judge_swing_ci95"] is None
 
 
 def test_scale_to_norm():

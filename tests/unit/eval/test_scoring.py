@@ -37,8 +37,8 @@ def close(a: list[dict], b: list[dict], key: str, rel: float = 1e-4) -> bool:
 def test_cached_curves_equal_the_full_model(layers):
     model, tok = tiny_model("llama"), TinyTokenizer()
     pairs, v = random_pairs(10), vec(layers)
-    cached = margin_curve(model, tok, pairs, v, MULTS, batch_size=4, per_pair=True)
-    full = margin_curve(model, tok, pairs, v, MULTS, batch_size=4, per_pair=True, cached=False)
+    cached = margin_curve(model, tok, pairs, v, MULTS, batch_size=4)
+    full = margin_curve(model, tok, pairs, v, MULTS, batch_size=4, cached=False)
     for key in ("margin", "margin_per_token", "win_fraction"):
         assert close(cached, full, key), key
     for a, b in zip(cached, full):
@@ -90,7 +90,7 @@ def hand_hook(model, layer: int, delta: torch.Tensor, where: torch.Tensor):
 def test_positions_in_scoring_match_a_hand_written_hook(positions, cached):
     model, tok = tiny_model("llama"), TinyTokenizer()
     pairs, v = random_pairs(8), vec((1,), scale=1.0)
-    got = margin_curve(model, tok, pairs, v, [2.0], batch_size=8, per_pair=True, positions=positions, cached=cached)
+    got = margin_curve(model, tok, pairs, v, [2.0], batch_size=8, positions=positions, cached=cached)
     enc = encode_pairs(tok, pairs)
     runner, _, _ = pair_runner(model, tok, pairs, batch_size=8, cached=False)
     (batch,) = runner.batches
@@ -98,7 +98,7 @@ def test_positions_in_scoring_match_a_hand_written_hook(positions, cached):
     handle = hand_hook(model, 1, 2.0 * v.layers[1], where)
     try:
         want = margin_curve(
-            model, tok, pairs, SteeringVector({1: torch.zeros(32)}), [0.0], batch_size=8, per_pair=True, cached=False
+            model, tok, pairs, SteeringVector({1: torch.zeros(32)}), [0.0], batch_size=8, cached=False
         )
     finally:
         handle.remove()
