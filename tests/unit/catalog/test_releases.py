@@ -134,11 +134,26 @@ def test_a_person_can_promote_a_held_candidate_and_it_is_recorded(project):
     res = CliRunner().invoke(app, ["catalog", "promote", B, "--root", str(root), "--why", "fewer epochs on purpose"])
     assert res.exit_code == 0, res.output
     last = History.load(root).events[-1]
-    assert (last.event, last.version, last.why) == ("promote", 2, "by hand: fewer epochs on purpose")
+    assert (last.event, last.version, last.why) == ("promote", 2, "by hand (the gate said hold): fewer epochs on purpose")
+    assert last.test_sha256 == weak.report["frozen_set"]["sha256"]  # what it was judged on, recorded
+    assert last.metrics["gate"]["decision"] == "hold"
     assert stable_bytes(root) == (root / VECTOR).read_bytes()
     res = CliRunner().invoke(app, ["catalog", "promote", B, "--root", str(root), "--why", "back", "--version", "1"])
     assert res.exit_code == 0, res.output
     assert History.load(root).stable(B, "tiny", "bipo").version == 1
+
+
+def test_a_promote_no_gate_judged_says_so_and_the_next_gate_treats_it_explicitly(project):
+    root, lm = project
+    cfg = BipoConfig(layer=1, lr=0.05, epochs=3, warmup_steps=0, batch_size=4)
+    train(root / f"data/{B}.train.jsonl", root / f"vectors/tiny/{B}", model=lm, behavior=B, cfg=cfg, root=root)
+    res = CliRunner().invoke(app, ["catalog", "promote", B, "--root", str(root), "--why", "ship it"])
+    assert res.exit_code == 0, res.output
+    last = History.load(root).events[-1]
+    assert last.why == "by hand (not judged by the gate): ship it" and last.test_sha256 is None
+    gated, _ = nightly(root, lm, epochs=6)
+    check = next(c for c in gated.report["checks"] if c["name"] == "not worse than stable")
+    assert "promoted by hand and records no held-out set" in check["detail"]
 
 
 def test_a_gate_report_about_another_file_releases_nothing(project):
