@@ -97,9 +97,7 @@ def test_positions_in_scoring_match_a_hand_written_hook(positions, cached):
     where = {"all": torch.ones_like(batch.prompt), "prompt": batch.prompt, "generated": ~batch.prompt}[positions]
     handle = hand_hook(model, 1, 2.0 * v.layers[1], where)
     try:
-        want = margin_curve(
-            model, tok, pairs, SteeringVector({1: torch.zeros(32)}), [0.0], batch_size=8, cached=False
-        )
+        want = margin_curve(model, tok, pairs, SteeringVector({1: torch.zeros(32)}), [0.0], batch_size=8, cached=False)
     finally:
         handle.remove()
     assert torch.allclose(torch.tensor(got[0]["margins"]), torch.tensor(want[0]["margins"]), atol=1e-4)
