@@ -6,8 +6,9 @@ its sha256, how it scored (the evaluation report's ``summary``) and where its da
 (the training data's sha256 and DVC version, the git commit). The file is sorted and carries no
 build time, so rebuilding an unchanged tree writes identical bytes.
 
-Writers take an exclusive lock (``catalog.json.lock``) around read–merge–write and replace the
-file atomically, so processes adding entries at the same time lose none of them.
+The writer (``rebuild_catalog``, the catalog stage) takes an exclusive lock (``catalog.json.lock``)
+around scan-and-write and replaces the file atomically: a reader never sees half a catalog, and two
+rebuilds at once write one after the other.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -190,41 +190,6 @@ def _locked(path: Path) -> AbstractContextManager:
             fix="wait for the other steerkit process to finish and retry",
         ),
     )
-
-
-def write_catalog(catalog: Catalog, path: str | os.PathLike) -> Path:
-    """Replace the catalog file with ``catalog`` (locked, atomic)."""
-    path = Path(path)
-    with _locked(path):
-        atomic_write_json(path, catalog.to_dict())
-    return path
-
-
-def update_catalog(path: str | os.PathLike, entries: Iterable[CatalogEntry]) -> Catalog:
-    """Add or replace ``entries`` (by behavior, model, method, layers) in the catalog file.
-
-    Lock, re-read, merge, write atomically: concurrent callers adding different entries lose none.
-    A missing file starts an empty catalog; an invalid one is an error (not silently replaced).
-    """
-    path = Path(path)
-    with _locked(path):
-        current = Catalog.open(path) if path.exists() else Catalog([], where=str(path))
-        merged = {e.key: e for e in current.entries}
-        merged.update({e.key: e for e in entries})
-        catalog = Catalog(list(merged.values()), root=path.parent.parent, where=str(path))
-        atomic_write_json(path, catalog.to_dict())
-    return catalog
-
-
-def add_entry(path: str | os.PathLike, entry: CatalogEntry) -> Catalog:
-    return update_catalog(path, [entry])
-
-
-def add_vector(vector_file: str | os.PathLike, root: str | os.PathLike = ".") -> CatalogEntry:
-    """Catalog one freshly written vector file in ``root``'s catalog (for a train stage)."""
-    entry = make_entry(vector_file, root)
-    add_entry(catalog_path(root), entry)
-    return entry
 
 
 def _eval_summary(root: Path, model: str, behavior: str, method: str, layers: list[int]) -> dict[str, Any]:

@@ -418,12 +418,11 @@ def _catalog_checksum(ctx: Ctx):
 
 
 def _catalog_invalid(ctx: Ctx):
-    from steerkit.catalog.build import add_entry
-    from steerkit.catalog.index import CatalogEntry
+    from steerkit.catalog.index import Catalog
 
     path = ctx.write("proj/vectors/catalog.json", '{"format": "steerkit.catalog", "format_version": 1, "entries": [')
     ctx.keep(path)
-    add_entry(path, CatalogEntry("b", "bipo", "tiny", [1], 32, "vectors/tiny/b/L1.safetensors", "a" * 64))
+    Catalog.open(path)
 
 
 def _catalog_escape(ctx: Ctx):

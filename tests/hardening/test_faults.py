@@ -16,11 +16,11 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from steerkit import fileio
 from steerkit.catalog import build as catalog
-from steerkit.catalog.build import add_entry
-from steerkit.catalog.index import Catalog, CatalogEntry
+from steerkit.catalog.index import Catalog
 from steerkit.errors import StorageError
 from steerkit.packing import encode_pairs
 from steerkit.train import bipo
@@ -98,15 +98,10 @@ def test_training_killed_mid_epoch_resumes_to_the_same_vector(tmp_path):
 
 
 # ----------------------------------------------------------------------------- catalog, crashed
-def _entry(behavior: str) -> CatalogEntry:
-    return CatalogEntry(
-        behavior=behavior,
-        method="bipo",
-        model="tiny",
-        layers=[3],
-        hidden_size=8,
-        path=f"vectors/tiny/{behavior}/L3.safetensors",
-        sha256="a" * 64,
+def _vector(root: Path, behavior: str, seed: int = 0) -> None:
+    g = torch.Generator().manual_seed(seed)
+    SteeringVector({3: torch.randn(8, generator=g)}, {"behavior": behavior, "model": "tiny"}).save(
+        root / "vectors" / "tiny" / behavior / "L3.safetensors"
     )
 
 
@@ -115,22 +110,25 @@ def _temp_files(folder: Path) -> list[Path]:
 
 
 def test_catalog_write_failing_mid_write_keeps_the_old_catalog(tmp_path, monkeypatch):
+    """The catalog stage's writer (``rebuild_catalog``) on a full disk: the old catalog stays, the lock is freed."""
     path = tmp_path / "vectors" / "catalog.json"
-    add_entry(path, _entry("a"))
-    add_entry(path, _entry("b"))
+    _vector(tmp_path, "a")
+    _vector(tmp_path, "b", 1)
+    catalog.rebuild_catalog(tmp_path)
     before = path.read_bytes()
+    _vector(tmp_path, "c", 2)
 
     def full_disk(_fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(fileio.os, "fsync", full_disk)
     with pytest.raises(StorageError) as err:
-        add_entry(path, _entry("c"))
+        catalog.rebuild_catalog(tmp_path)
     assert str(path) == err.value.where and "free disk space" in err.value.fix
     assert path.read_bytes() == before and not _temp_files(path.parent)
     monkeypatch.undo()
     t0 = time.monotonic()
-    add_entry(path, _entry("c"))  # the lock was released
+    catalog.rebuild_catalog(tmp_path)  # the lock was released
     assert time.monotonic() - t0 < 5
     assert [e.behavior for e in Catalog.open(path)] == ["a", "b", "c"]
 
@@ -140,26 +138,26 @@ CHILD = textwrap.dedent("""
     sys.path.insert(0, {repo!r})
     from pathlib import Path
     from steerkit import fileio
-    from steerkit.catalog.build import add_entry
-    from steerkit.catalog.index import CatalogEntry
+    from steerkit.catalog.build import rebuild_catalog
 
     def stall(fd):  # the new catalog is written to its temp file: say so, then hang until killed
         Path({marker!r}).write_text("writing")
         time.sleep(120)
 
     fileio.os.fsync = stall
-    add_entry({path!r}, CatalogEntry(behavior="b", method="bipo", model="tiny", layers=[3], hidden_size=8,
-                                     path="vectors/tiny/b/L3.safetensors", sha256="a" * 64))
+    rebuild_catalog({root!r})
 """)
 
 
 def test_catalog_writer_killed_while_holding_the_lock(tmp_path, monkeypatch):
     path = tmp_path / "vectors" / "catalog.json"
     marker = tmp_path / "writing"
-    add_entry(path, _entry("a"))
+    _vector(tmp_path, "a")
+    catalog.rebuild_catalog(tmp_path)
     before = path.read_bytes()
+    _vector(tmp_path, "c", 2)
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD.format(repo=str(REPO), marker=str(marker), path=str(path))],
+        [sys.executable, "-c", CHILD.format(repo=str(REPO), marker=str(marker), root=str(tmp_path))],
         cwd=REPO,
         env=ENV,
         stdout=subprocess.PIPE,
@@ -177,8 +175,8 @@ def test_catalog_writer_killed_while_holding_the_lock(tmp_path, monkeypatch):
     assert path.read_bytes() == before  # the old catalog, whole and readable
     assert [e.behavior for e in Catalog.open(path)] == ["a"]
     monkeypatch.setattr(catalog, "LOCK_TIMEOUT_S", 15.0)  # a lock left held would fail here, not hang 120 s
-    add_entry(path, _entry("c"))  # the dead writer's lock is gone with its process
+    catalog.rebuild_catalog(tmp_path)  # the dead writer's lock is gone with its process
     assert [e.behavior for e in Catalog.open(path)] == ["a", "c"]
     # the killed writer's temp file may remain; it is hidden, never read, and the build skips it
     assert all(p.name.startswith(".catalog.json.") for p in _temp_files(path.parent))
-    assert catalog.vector_files(tmp_path) == []
+    assert [p.parent.name for p in catalog.vector_files(tmp_path)] == ["a", "c"]

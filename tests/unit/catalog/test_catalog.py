@@ -12,7 +12,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from steerkit.catalog.build import add_entry, build_catalog, rebuild_catalog, update_catalog, write_catalog
+from steerkit.catalog.build import build_catalog, rebuild_catalog
 from steerkit.catalog.index import AmbiguousEntryError, Catalog, CatalogEntry, CatalogError, NotInCatalogError
 from steerkit.cli import app
 from steerkit.errors import ChecksumError, SteerkitError, VectorError
@@ -199,8 +199,8 @@ def test_invalid_catalog_files_give_clear_errors(tmp_path, text, match):
     with pytest.raises(CatalogError, match=match) as err:
         Catalog.open(tmp_path)
     assert str(path) in str(err.value) and "fix:" in str(err.value)
-    with pytest.raises(CatalogError):  # never silently replaced by a writer either
-        add_entry(path, build_entry("b"))
+    rebuild_catalog(tmp_path)  # the fix it names: the catalog is derived from the vectors, so a rebuild replaces it
+    assert len(Catalog.open(tmp_path)) == 0
 
 
 def test_missing_catalog_says_how_to_make_it(tmp_path):
@@ -209,49 +209,27 @@ def test_missing_catalog_says_how_to_make_it(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------- writing
-def build_entry(behavior: str, layer: int = 3) -> CatalogEntry:
-    return CatalogEntry(
-        behavior=behavior,
-        method="bipo",
-        model="tiny",
-        layers=[layer],
-        hidden_size=8,
-        path=f"vectors/tiny/{behavior}/L{layer}.safetensors",
-        sha256="a" * 64,
-    )
-
-
-def test_update_merges_by_key(tmp_path):
-    path = tmp_path / "vectors" / "catalog.json"
-    add_entry(path, build_entry("a"))
-    add_entry(path, build_entry("b"))
-    replaced = CatalogEntry(**{**build_entry("a").to_dict(), "sha256": "b" * 64})
-    cat = update_catalog(path, [replaced, build_entry("a", layer=4)])
-    assert (
-        [(e.behavior, e.layers, e.sha256[0]) for e in Catalog.open(path)]
-        == [("a", [3], "b"), ("a", [4], "a"), ("b", [3], "a")]
-        == [(e.behavior, e.layers, e.sha256[0]) for e in cat]
-    )
-    write_catalog(Catalog([build_entry("z")]), path)
-    assert [e.behavior for e in Catalog.open(path)] == ["z"]
-
-
-def _add_many(path: str, worker: int, n: int) -> None:
+def _rebuild_many(root: str, worker: int, n: int) -> None:
+    """Add vectors and rebuild the catalog after each, as the catalog stage does (in another process)."""
     for i in range(n):
-        add_entry(path, build_entry(f"w{worker}-{i}"))
+        _save(Path(root), _vec(f"w{worker}-{i}", seed=worker * 100 + i))
+        rebuild_catalog(root)
 
 
-def test_concurrent_writers_lose_nothing(tmp_path):
-    path = tmp_path / "vectors" / "catalog.json"
+def test_concurrent_rebuilds_leave_a_whole_catalog_of_every_vector(tmp_path):
+    """Two processes rebuilding at once (the lock serialises them): every catalog written is whole, and the
+    last one lists every vector."""
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    procs = [ctx.Process(target=_add_many, args=(str(path), w, 10)) for w in range(2)]
+    procs = [ctx.Process(target=_rebuild_many, args=(str(tmp_path), w, 6)) for w in range(2)]
     for p in procs:
         p.start()
     for p in procs:
-        p.join(60)
+        p.join(120)
     assert [p.exitcode for p in procs] == [0, 0]
-    assert sorted(e.behavior for e in Catalog.open(path)) == sorted(f"w{w}-{i}" for w in range(2) for i in range(10))
-    assert not list(path.parent.glob(".catalog.json.*.tmp"))  # no temporary files left behind
+    rebuild_catalog(tmp_path)
+    want = sorted(f"w{w}-{i}" for w in range(2) for i in range(6))
+    assert sorted(e.behavior for e in Catalog.open(tmp_path)) == want
+    assert not list((tmp_path / "vectors").glob(".catalog.json.*.tmp"))  # no temporary files left behind
 
 
 # --------------------------------------------------------------------------------------------- CLI
