@@ -97,7 +97,7 @@ def _release(
         source=source.as_posix(),
         why="release gate: " + "; ".join(reasons),
         metrics={
-            "summary": candidate["summary"],
+            "summary": candidate.get("summary") or {},
             "off_target": report.get("off_target") or {},
             "dose_response": report.get("dose_response"),
             "safe_range": report.get("safe_range"),
