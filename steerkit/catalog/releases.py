@@ -74,6 +74,7 @@ class Release:
     test_sha256: str | None = None  # the held-out set it was judged on
     git_rev: str | None = None
     dvc_md5: str | None = None
+    rolled_back_from: int | None = None  # a rollback: the version that was stable until it
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -156,6 +157,20 @@ class History:
             where=str(releases_path(self.root)),
             fix="pick a released version",
         )
+
+    def rolled_back(self, behavior: str, model: str, method: str, sha256: str) -> Release | None:
+        """The rollback that took the release with these bytes out of stable, unless it was promoted again since.
+
+        The gate holds such a candidate: re-releasing what a person rolled back needs a person's promote.
+        """
+        versions = {e.version: e.sha256 for e in self.of(behavior, model, method) if e.event == "promote"}
+        veto: Release | None = None
+        for e in self.of(behavior, model, method):
+            if e.event == "rollback" and e.rolled_back_from is not None and versions.get(e.rolled_back_from) == sha256:
+                veto = e
+            elif e.event == "promote" and e.sha256 == sha256:
+                veto = None
+        return veto
 
     def keys(self) -> list[tuple[str, str, str]]:
         return sorted({e.key for e in self.events})
@@ -333,6 +348,7 @@ def rollback(
             back.test_sha256,
             back.git_rev,
             back.dvc_md5,
+            rolled_back_from=current,
         )
         history.events.append(release)
         history.save()

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from ..eval.config import EvalConfig, GateConfig
+from ..eval.metrics import CI, metric
 from ..stages.options import EvaluateOptions
 from .options import (
     DeviceOpt,
@@ -81,13 +82,18 @@ def evaluate(
             )
     for where, part in report.get("by_positions", {}).items():
         console.print(
-            f"vector added at {where} positions: margin swing {part['margin_swing']:+.3f}, "
-            f"win swing {part['win_swing']:+.3f}"
+            f"vector added at {where} positions: "
+            + ", ".join(
+                f"{metric(k).label} {metric(k).show(part[k], part[k + CI])}" for k in ("margin_swing", "win_swing")
+            )
         )
-    console.print(_comparison(report["comparison"]))
+    console.print(_comparison(report["comparison"], report.get("paired")))
     s = report["summary"]
     console.print(
-        "summary: " + ", ".join(f"{k} = {v:.3f}" if isinstance(v, float) else f"{k} = {v}" for k, v in s.items())
+        "summary: "
+        + ", ".join(f"{metric(k).label} {metric(k).show(s[k], s[k + CI])}" for k, _ in _COLUMNS if s.get(k) is not None)
+        + f", monotonic margin: {'yes' if s.get('monotonic_margin') else 'no'}",
+        highlight=False,
     )
     console.print(f"[green]✓[/] {res.json}\n[green]✓[/] {res.png}")
 
@@ -117,10 +123,16 @@ def gate(
         None, "--off-target", help="BEHAVIOR=TEST_FILE of another behavior (repeat): how much the vector moves it."
     ),
     metric: Optional[str] = knob_option(GateConfig, "metric"),
+    min_effect: Optional[float] = knob_option(GateConfig, "min_effect"),
     tolerance: Optional[float] = knob_option(GateConfig, "tolerance"),
+    tolerance_unit: Optional[str] = knob_option(GateConfig, "tolerance_unit"),
     beat_caa: Optional[bool] = knob_option(GateConfig, "beat_caa"),
     beat_prompt: Optional[str] = knob_option(GateConfig, "beat_prompt"),
     max_fluency_cost: Optional[float] = knob_option(GateConfig, "max_fluency_cost"),
+    off_target_rule: Optional[str] = knob_option(GateConfig, "off_target_rule"),
+    max_off_target_share: Optional[float] = knob_option(GateConfig, "max_off_target_share"),
+    seed_rule: Optional[str] = knob_option(GateConfig, "seed_rule"),
+    min_seed_cosine: Optional[float] = knob_option(GateConfig, "min_seed_cosine"),
     root: Path = RootOpt,
     device: Optional[str] = DeviceOpt,
     dtype: Optional[str] = DtypeOpt,
@@ -153,39 +165,46 @@ def gate(
     console.print(f"[green]✓[/] {res.json}")
 
 
+_MARK = {"pass": "✓", "fail": "✗", "unclear": "?"}
+
+
 def decision_table(report: dict) -> Table:
-    """One gate decision: each check, whether it passed and whether it was required."""
-    table = Table("check", "", "required", "detail", title=f"{report['behavior']}: {report['decision']}")
+    """One gate decision: each check, its outcome (✓ pass, ✗ fail, ? unclear) and whether it was required."""
+    title = f"{report['behavior']}: {report['decision']}"
+    if report.get("pairs_needed"):
+        title += f" (about {report['pairs_needed']} held-out pairs would tell)"
+    table = Table("check", "", "required", "detail", title=title)
     for c in report["checks"]:
-        table.add_row(c["name"], "✓" if c["passed"] else "✗", "yes" if c["required"] else "no", c["detail"])
+        mark = _MARK.get(c.get("outcome"), "✓" if c["passed"] else "✗")
+        table.add_row(c["name"], mark, "yes" if c["required"] else "no", c["detail"])
     return table
 
 
-def _comparison(rows: list[dict]) -> Table:
-    """BiPO, CAA at its norm, the prompt baseline and BiPO + prompt side by side (swings over the multipliers)."""
+#: the comparison table's columns: a metric and its heading
+_COLUMNS = (
+    ("margin_swing", "margin"),
+    ("margin_per_token_swing", "/token"),
+    ("win_swing", "win"),
+    ("ab_swing", "A/B"),
+    ("judge_swing", "judge"),
+    ("fluency_cost_at_1", "fluency cost"),
+)
 
-    def fmt(v: object, spec: str = "+.3f") -> str:
-        return "—" if v is None else format(v, spec)
 
+def _comparison(rows: list[dict], paired: list[dict] | None = None) -> Table:
+    """BiPO, CAA at its norm, the prompt and BiPO + prompt side by side, each with its 95 % interval; then the
+    paired differences on the same pairs."""
     table = Table(
         "method",
-        "margin",
-        "/token",
-        "win",
-        "A/B",
-        "judge",
-        "fluency cost",
-        title="side by side (swing: largest − smallest multiplier; prompt: toward − away)",
+        *(h for _, h in _COLUMNS),
+        title="side by side, 95 % intervals (swing: largest − smallest multiplier; prompt: toward − away)",
     )
     for r in rows:
+        table.add_row(r["method"], *(metric(k).show(r.get(k), r.get(k + CI)) for k, _ in _COLUMNS))
+    for r in paired or []:
         table.add_row(
-            r["method"],
-            fmt(r["margin_swing"]),
-            fmt(r["margin_per_token_swing"]),
-            fmt(r["win_swing"]),
-            fmt(r["ab_swing"]),
-            fmt(r["judge_swing"]),
-            fmt(r["fluency_cost"], ".1%"),
+            f"[italic]{r['comparison']}[/]",
+            *(metric(k).show(r.get(k), r.get(k + CI)) if k in r else "" for k, _ in _COLUMNS),
         )
     return table
 

@@ -108,7 +108,7 @@ class GateConfig:
         "The largest fluency cost allowed at m = ±1 (the upper end of its interval); it also bounds the safe range.",
         positive=True,
     )
-    off_target: str = knob(
+    off_target_rule: str = knob(
         "record",
         "require: the vector's swing on every other behavior's pairs must be at most max_off_target_share of its "
         "own; record: only record it.",
@@ -117,7 +117,7 @@ class GateConfig:
     max_off_target_share: float = knob(
         0.5, "The largest swing on another behavior's pairs, as a share of the vector's own swing.", positive=True
     )
-    seeds: str = knob(
+    seed_rule: str = knob(
         "record",
         "require: with train.seeds > 1, the seeds' directions must agree (min_seed_cosine); record: only record it.",
         choices=REQUIRE,

@@ -15,9 +15,10 @@ pairs would tell; the check says about how many at the observed spread). The rul
   retrained seed of the same recipe is not a regression;
 - **fluency**: the fluency cost at m = ±1 must stay under ``max_fluency_cost`` (its upper bound);
 - **off-target**: the vector's swing on every other behavior's pairs must be at most
-  ``max_off_target_share`` of its own (recorded; ``off_target: require`` makes it a rule);
+  ``max_off_target_share`` of its own (recorded; ``off_target_rule: require`` makes it a rule);
 - **seeds**: with several training seeds, their directions must agree (cosine ≥ ``min_seed_cosine``;
-  recorded; ``seeds: require`` makes it a rule).
+  recorded; ``seed_rule: require`` makes it a rule);
+- **not rolled back**: a file a person rolled back out of stable is not released again by the gate.
 
 The decision: **hold** if a required check fails, **inconclusive** if none fails but one is unclear,
 **promote** if all pass; **unchanged** when the candidate already is the stable release (every check
@@ -148,13 +149,15 @@ def decide(
     set_changed: str | None = None,
     stable_unjudged: bool = False,
     same_as_stable: bool = False,
+    rolled_back: str | None = None,
 ) -> Decision:
     """The decision for one candidate from the gate's evidence.
 
     ``stable_version``: the stable release's number (None: nothing released yet); ``set_changed``: why
     the held-out set is not the one stable was judged on (then stable is not compared and the
     candidate is held); ``stable_unjudged``: stable was promoted by hand and records no held-out set
-    (compared on this one, and said); ``same_as_stable``: the candidate is the stable release.
+    (compared on this one, and said); ``same_as_stable``: the candidate is the stable release;
+    ``rolled_back``: why a person rolled back this very file (it is held: re-releasing it is a person's call).
     """
     m, ev = cfg.metric, evidence
     floor = max(0.0, cfg.min_effect)
@@ -219,13 +222,13 @@ def decide(
                 )
             checks.append(_check("not worse than stable", ev.vs_stable, -delta, True, detail))
     for other, share in sorted(ev.off_target.items()):
-        said = "required" if cfg.off_target == "require" else "recorded"
+        said = "required" if cfg.off_target_rule == "require" else "recorded"
         checks.append(
             _check(
                 f"off-target: {other}",
                 share,
                 cfg.max_off_target_share,
-                cfg.off_target == "require",
+                cfg.off_target_rule == "require",
                 f"its swing on {other}'s pairs is {_show('off_target_share', share)} of its own "
                 f"(at most {cfg.max_off_target_share:.2f}; {said})",
                 higher=False,
@@ -237,12 +240,21 @@ def decide(
             Check(
                 "seeds agree",
                 "pass" if ok else "fail",
-                cfg.seeds == "require",
+                cfg.seed_rule == "require",
                 f"smallest cosine between the seeds' directions {ev.seed_cosine:.3f} "
-                f"(at least {cfg.min_seed_cosine:.2f}; {'required' if cfg.seeds == 'require' else 'recorded'})",
+                f"(at least {cfg.min_seed_cosine:.2f}; {'required' if cfg.seed_rule == 'require' else 'recorded'})",
                 ev.seed_cosine,
                 None,
                 cfg.min_seed_cosine,
+            )
+        )
+    if rolled_back:
+        checks.append(
+            Check(
+                "not rolled back",
+                "fail",
+                True,
+                f"{rolled_back}; a person promotes it again if it is wanted (`steerkit catalog promote --version N`)",
             )
         )
     required = [c for c in checks if c.required]

@@ -19,6 +19,7 @@ from ..data.readers import parse_mapping
 from ..errors import SteerkitError
 from ..layout import (
     CATALOG,
+    RELEASES,
     adapter_dir,
     pairs_file,
     pairs_root,
@@ -222,7 +223,8 @@ def _gate(p: Params, b: Behavior) -> Node:
         caa=caa,
         off_target=[f"{n}={t}" for n, t in others.items()],
     ) + tuple(config_argv(p.gate))
-    deps = (_p(vector_dir(".", p.model.dir, b.name)), _p(pairs_root(".")), evaluation, p.texts)
+    # the release history: a rollback (or a person's promote) changes what the gate compares against
+    deps = (_p(vector_dir(".", p.model.dir, b.name)), _p(pairs_root(".")), evaluation, p.texts, RELEASES)
     return Node(
         "gate",
         b.name,

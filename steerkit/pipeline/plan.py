@@ -74,3 +74,13 @@ def edited_outputs(results: dict[str, dict]) -> list[str]:
 def catalog_due(force: bool, stale: set[str] | None, anything_ran: bool, catalog: str) -> bool:
     """Rebuild the catalog after a run: if asked, if DVC says so or does not know, after any stage, or if missing."""
     return force or stale is None or "catalog" in stale or anything_ran or not Path(catalog).exists()
+
+
+def gates_released_by_the_catalog(known: set[str]) -> list[str]:
+    """The gate stages to re-commit after the catalog stage released what they promoted.
+
+    A gate reads the release history (a rollback must re-gate), and the catalog stage that acts on
+    the gate's decision writes it: without this, every release would leave its own gate stale. The
+    decision covers the release it caused, so the flow records the new history as the gates' input.
+    """
+    return sorted(a for a in known if a.split("@")[0] == "gate")

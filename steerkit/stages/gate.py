@@ -183,6 +183,7 @@ def gate(
         if isinstance(vec.meta.get("seeds"), dict)
         else None,
     )
+    veto = history.rolled_back(behavior, model_id, method, vector_sha)
     decision = decide(
         evidence,
         rules,
@@ -190,6 +191,9 @@ def gate(
         set_changed=changed,
         stable_unjudged=stable is not None and not stable.test_sha256,
         same_as_stable=same,
+        rolled_back=None
+        if veto is None
+        else f"v{veto.rolled_back_from} (this file) was rolled back by {veto.who} on {veto.when}: {veto.why}",
     )
     paired = {
         name: metrics.comparison_row(name, report, part)

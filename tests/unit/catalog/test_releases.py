@@ -107,8 +107,14 @@ def test_weaker_held_stronger_promoted_rollback_restores(project):
     assert events[-1].why == "v2 misbehaves in prod"
     old = Catalog.open(root)
     assert old.read_bytes(old.find(B, version=2)) == v2  # an older version stays loadable by number
+    assert events[-1].rolled_back_from == 2
     with pytest.raises(ReleaseError, match="no version before v1"):
         rollback(root, B, "tiny")
+    # the nightly run after the rollback: v2's file is still the candidate, and still beats v1 — but a person
+    # took it out of stable, so the gate holds it instead of undoing the rollback
+    regated, built = nightly(root, lm, epochs=None, retrain=False)
+    assert regated.decision == "hold" and "rolled back by test-runner" in regated.report["reasons"][0]
+    assert stable_bytes(root) == v1 and not built.outcomes[0].released
     res = CliRunner().invoke(app, ["catalog", "ls", "--root", str(root), "--history"])
     assert res.exit_code == 0 and "rollback" in res.output and "promote" in res.output
 

@@ -100,7 +100,7 @@ def test_off_target_is_recorded_by_default_and_requirable():
     d = decide(ev, GateConfig())
     assert d.decision == "promote" and outcomes(d)["off-target: wealth"] == "fail"
     assert outcomes(d)["off-target: other"] == "pass"
-    required = decide(ev, GateConfig(off_target="require"))
+    required = decide(ev, GateConfig(off_target_rule="require"))
     assert required.decision == "hold" and "wealth's pairs" in required.reasons[0]
 
 
@@ -109,8 +109,8 @@ def test_seed_agreement_is_recorded_and_requirable():
     assert (
         decide(ev, GateConfig()).decision == "promote" and outcomes(decide(ev, GateConfig()))["seeds agree"] == "fail"
     )
-    assert decide(ev, GateConfig(seeds="require")).decision == "hold"
-    assert decide(evidence(seed_cosine=0.95), GateConfig(seeds="require")).decision == "promote"
+    assert decide(ev, GateConfig(seed_rule="require")).decision == "hold"
+    assert decide(evidence(seed_cosine=0.95), GateConfig(seed_rule="require")).decision == "promote"
 
 
 def test_a_changed_set_is_not_compared_and_unchanged_still_runs_every_check():
@@ -129,6 +129,13 @@ def test_a_stable_release_promoted_by_hand_is_compared_and_said():
     d = decide(ev, GateConfig(), stable_version=2, stable_unjudged=True)
     check = next(c for c in d.checks if c.name == "not worse than stable")
     assert "promoted by hand and records no held-out set" in check.detail and check.outcome == "pass"
+
+
+def test_a_rolled_back_file_is_held_whatever_its_numbers():
+    ev = evidence(vs_stable=pairs(3.0), stable=pairs(2.0))
+    d = decide(ev, GateConfig(), stable_version=1, rolled_back="v2 (this file) was rolled back by ops: bad")
+    assert d.decision == "hold" and d.reasons == [next(c.detail for c in d.checks if c.name == "not rolled back")]
+    assert d.reasons[0].startswith("v2 (this file) was rolled back by ops")
 
 
 def test_the_report_form_is_json_ready():
