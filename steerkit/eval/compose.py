@@ -32,6 +32,7 @@ from ..errors import DataError, VectorError
 from ..fileio import atomic_write_bytes, atomic_write_json
 from ..layout import pairs_file, report_path, vector_path
 from ..vector import SteeringVector, weighted_sum
+from . import metrics
 from .config import ComposeConfig
 from .curves import (
     as_multipliers,
@@ -128,10 +129,20 @@ def compose_report(
             curves[b][col] = rows
             matrix[b][col] = swing(rows, "margin")
             win_matrix[b][col] = swing(rows, "win_fraction")
-    kept = {b: (ratio(matrix[b][COMBINATION], matrix[b][own[b]]) if own.get(b) else None) for b in behaviors}
-    win_kept = {
-        b: (ratio(win_matrix[b][COMBINATION], win_matrix[b][own[b]]) if own.get(b) else None) for b in behaviors
-    }
+    kept: dict[str, float | None] = {}
+    kept_ci: dict[str, list[float] | None] = {}
+    win_kept: dict[str, float | None] = {}
+    for b in behaviors:
+        for metric_name, out, ci in (("margin_swing", kept, kept_ci), ("win_swing", win_kept, None)):
+            est = None
+            if own.get(b):
+                both, alone = ({"margin": curves[b][c]} for c in (COMBINATION, own[b]))
+                est = metrics.ratio(
+                    "kept", metrics.swing_values(metric_name, both), metrics.swing_values(metric_name, alone)
+                )
+            out[b] = None if est is None else est.value
+            if ci is not None:
+                ci[b] = None if est is None else est.interval()
     # cross-talk: another vector's swing on a behavior relative to the behavior's own solo swing
     cross = {
         b: {c: ratio(matrix[b][c], matrix[b][own[b]]) for c in names if c != own.get(b)} if own.get(b) else {}
@@ -150,6 +161,7 @@ def compose_report(
         "matrix": matrix,
         "win_matrix": win_matrix,
         "kept": kept,
+        "kept_ci95": kept_ci,  # paired over the behavior's pairs: the combination vs its own vector alone
         "win_kept": win_kept,
         "cross_talk": cross,
         "curves": curves,
@@ -243,8 +255,8 @@ def markdown_table(report: Mapping[str, Any]) -> str:
     lines = ["| behavior | " + " | ".join(cols) + " | kept |", "|---|" + "---:|" * (len(cols) + 1)]
     for b in report["behaviors"]:
         cells = [("—" if report["matrix"][b][c] is None else f"{report['matrix'][b][c]:.3f}") for c in cols]
-        k = report["kept"].get(b)
-        lines.append(f"| {b} | " + " | ".join(cells) + f" | {'—' if k is None else f'{k:.3f}'} |")
+        kept = metrics.metric("kept").show(report["kept"].get(b), (report.get("kept_ci95") or {}).get(b))
+        lines.append(f"| {b} | " + " | ".join(cells) + f" | {kept} |")
     return "\n".join(lines) + "\n"
 
 

@@ -254,6 +254,14 @@ def ratio(name: str, num: Sequence[float] | None, den: Sequence[float] | None) -
     return stats.ratio_of_means(num, den, paired=m.paired, absolute=m.absolute)
 
 
+def ratio_of_parts(
+    name: str, num: Mapping[str, Any] | None, den: Mapping[str, Any] | None, swing: str | None = None
+) -> Estimate | None:
+    """The ratio metric ``name`` of two parts' per-pair swings (``swing``, default the ratio's own ``of``)."""
+    of = swing or metric(name).of
+    return ratio(name, swing_values(of, num), swing_values(of, den))
+
+
 def put(summary: dict[str, Any], name: str, est: Estimate | None) -> dict[str, Any]:
     """Write ``name`` and ``name_ci95`` into a summary (None when not measured)."""
     summary[name] = None if est is None else est.value

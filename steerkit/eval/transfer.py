@@ -27,27 +27,35 @@ from ..models import hidden_size, model_fingerprint
 from ..train.adapter import ensure_same_hidden
 from ..train.derive import is_peft, merged_copy
 from ..vector import SteeringVector
+from . import metrics
 from .config import TransferConfig
-from .curves import as_multipliers, margin_curve, mean, ratio, swing
+from .curves import as_multipliers, margin_curve, mean
 from .report import vector_summary
 from .shift import model_shift
 
 RETENTION_METRICS: tuple[str, ...] = ("margin_swing", "win_swing", "margin_per_token_swing")
 
 
-def _summary(rows: Sequence[dict]) -> dict[str, float | None]:
-    return {
-        "margin_swing": swing(rows, "margin"),
-        "win_swing": swing(rows, "win_fraction"),
-        "margin_per_token_swing": swing(rows, "margin_per_token"),
-    }
+def _summary(rows: Sequence[dict]) -> dict[str, Any]:
+    """The swings of one margin curve, each with its interval."""
+    out: dict[str, Any] = {}
+    for k in RETENTION_METRICS:
+        metrics.put(out, k, metrics.estimate(k, {"margin": rows}))
+    return out
 
 
-def retention(
-    target_summary: Mapping[str, float | None], base_summary: Mapping[str, float | None]
-) -> dict[str, float | None]:
-    """Effect on the target / effect on the base, per metric (None where the base shows no effect)."""
-    return {k: ratio(target_summary.get(k), base_summary.get(k)) for k in RETENTION_METRICS}
+def retention(target_rows: Sequence[dict], base_rows: Sequence[dict]) -> dict[str, Any]:
+    """Swing on the target / swing on the base, per metric, on the same pairs (paired interval; None where the
+    base shows no effect)."""
+    out: dict[str, Any] = {}
+    for k in RETENTION_METRICS:
+        est = metrics.ratio(
+            "retention",
+            metrics.swing_values(k, {"margin": target_rows}),
+            metrics.swing_values(k, {"margin": base_rows}),
+        )
+        metrics.put(out, k, est)
+    return out
 
 
 def layer_cosines(a: SteeringVector, b: SteeringVector) -> dict[str, Any]:
@@ -149,7 +157,7 @@ def transfer_report(
             "fingerprint": model_fingerprint(model),
             "margin": rows,
             "summary": summary,
-            "retention": retention(summary, base_summary),
+            "retention": retention(rows, base_rows),
         }
         if shift and probe and same_as is not None:  # the merged copy is the same function: its shift too
             entry["shift"] = report["targets"][same_as].get("shift")
@@ -197,25 +205,29 @@ def _fmt(v: Any, spec: str = ".3f") -> str:
     return "—" if v is None else (f"{v:{spec}}" if isinstance(v, (int, float)) else str(v))
 
 
+def _cell(name: str, values: Mapping[str, Any], key: str) -> str:
+    """``values[key]`` shown as the metric ``name`` shows it, with its interval."""
+    return metrics.metric(name).show(values.get(key), values.get(key + metrics.CI))
+
+
 def markdown_table(report: Mapping[str, Any]) -> str:
-    """Retention per target as a markdown table (base first, retention 1 by definition)."""
+    """Retention per target as a markdown table, 95 % intervals in brackets (base first, retention 1)."""
     lines = [
         "| model | margin swing | retention | win swing | retention | ppl change | KL(base‖target) | moved |",
         "|---|---:|---:|---:|---:|---:|---:|:---:|",
     ]
     b = report["base"]["summary"]
-    one = {k: _fmt(ratio(b[k], b[k])) for k in ("margin_swing", "win_swing")}
     lines.append(
-        f"| {report['base']['name']} (base) | {_fmt(b['margin_swing'])} | {one['margin_swing']} "
-        f"| {_fmt(b['win_swing'])} | {one['win_swing']} | — | — | — |"
+        f"| {report['base']['name']} (base) | {_cell('margin_swing', b, 'margin_swing')} | 1.00 "
+        f"| {_cell('win_swing', b, 'win_swing')} | 1.00 | — | — | — |"
     )
     for name, t in report["targets"].items():
         s, r, sh = t["summary"], t["retention"], t.get("shift") or {}
         moved = "—" if not sh else ("yes" if sh["moved"] else "**no**")
         lines.append(
-            f"| {name} | {_fmt(s['margin_swing'])} | {_fmt(r['margin_swing'])} | {_fmt(s['win_swing'])} "
-            f"| {_fmt(r['win_swing'])} | {_fmt(sh.get('ppl_change'), '+.2%')} | {_fmt(sh.get('kl'), '.2e')} "
-            f"| {moved} |"
+            f"| {name} | {_cell('margin_swing', s, 'margin_swing')} | {_cell('retention', r, 'margin_swing')} "
+            f"| {_cell('win_swing', s, 'win_swing')} | {_cell('retention', r, 'win_swing')} "
+            f"| {_fmt(sh.get('ppl_change'), '+.2%')} | {_fmt(sh.get('kl'), '.2e')} | {moved} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -226,15 +238,20 @@ def render_retention_png(report: Mapping[str, Any]) -> bytes:
     from matplotlib.figure import Figure
 
     names = list(report["targets"])
-    metrics = [("margin_swing", "margin swing"), ("win_swing", "win-fraction swing")]
+    panels = [("margin_swing", "margin swing"), ("win_swing", "win-fraction swing")]
     fig = Figure(figsize=(max(6.0, 1.6 * len(names) + 3), 4.5), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.subplots()
-    width = 0.8 / len(metrics)
-    for k, (key, label) in enumerate(metrics):
-        xs = [i + (k - (len(metrics) - 1) / 2) * width for i in range(len(names))]
+    width = 0.8 / len(panels)
+    for k, (key, label) in enumerate(panels):
+        xs = [i + (k - (len(panels) - 1) / 2) * width for i in range(len(names))]
         vals = [report["retention"][n].get(key) for n in names]
-        bars = ax.bar(xs, [v if v is not None else 0.0 for v in vals], width, label=label)
+        cis = [report["retention"][n].get(key + metrics.CI) for n in names]
+        errs = [
+            [v - c[0] if v is not None and c else 0.0 for v, c in zip(vals, cis)],
+            [c[1] - v if v is not None and c else 0.0 for v, c in zip(vals, cis)],
+        ]
+        bars = ax.bar(xs, [v if v is not None else 0.0 for v in vals], width, label=label, yerr=errs, capsize=3)
         for bar, v in zip(bars, vals):
             ax.annotate(
                 "n/a" if v is None else f"{v:.2f}",
@@ -247,7 +264,7 @@ def render_retention_png(report: Mapping[str, Any]) -> bytes:
     ax.axhline(0.0, color="black", lw=0.5)
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels(names, rotation=15, ha="right", fontsize=9)
-    ax.set_ylabel("retention (target swing / base swing)")
+    ax.set_ylabel("retention (target swing / base swing), 95 % intervals")
     v = report.get("vector", {})
     ax.set_title(
         f"transfer of {v.get('behavior') or '?'} ({v.get('method') or '?'}, layers {v.get('layers')}) "

@@ -89,7 +89,6 @@ def _off_target(
 ) -> dict[str, dict[str, Any]]:
     """Per other behavior: the vector's (and CAA's) swings on its held-out pairs, and their share of its own."""
     ends = [min(cfg.multipliers), max(cfg.multipliers)]
-    own = metrics.swing_values("margin_swing", report)
     out: dict[str, dict[str, Any]] = {}
     for other, path in off_target.items():
         runner = pair_runner(lm.model, lm.tokenizer, load_pairs(path, limit), cfg.batch_size)
@@ -97,7 +96,7 @@ def _off_target(
         effect: dict[str, Any] = {}
         for name in ("margin_swing", "win_swing"):
             metrics.put(effect, name, metrics.estimate(name, part))
-        share = metrics.ratio("off_target_share", metrics.swing_values("margin_swing", part), own)
+        share = metrics.ratio_of_parts("off_target_share", part, report)
         metrics.put(effect, "off_target_share", share)
         if baseline is not None:
             caa_part = {"margin": margin_curve(lm.model, lm.tokenizer, [], baseline, ends, runner=runner)}

@@ -274,12 +274,20 @@ def test_layer_cosines():
         layer_cosines(a, SteeringVector({1: torch.ones(4)}))
 
 
-def test_retention_is_none_without_a_base_effect():
-    r = retention(
-        {"margin_swing": 0.5, "win_swing": 0.2, "margin_per_token_swing": None},
-        {"margin_swing": 1.0, "win_swing": 0.0, "margin_per_token_swing": 0.1},
-    )
-    assert r == {"margin_swing": 0.5, "win_swing": None, "margin_per_token_swing": None}
+def _rows(low: list[float], high: list[float]) -> list[dict]:
+    return [
+        {"multiplier": m, "margins": v, "margins_per_token": [x / 10 for x in v]} for m, v in ((-1.0, low), (1.0, high))
+    ]
+
+
+def test_retention_is_a_paired_ratio_and_none_without_a_base_effect():
+    base = _rows([-1.0, -2.0, -1.5, -0.5], [1.0, 2.0, 1.5, 0.5])  # swings 2, 4, 3, 1; every pair flips
+    target = _rows([-0.5, -1.0, -0.75, -0.25], [0.5, 1.0, 0.75, 0.25])  # half of each
+    r = retention(target, base)
+    assert r["margin_swing"] == pytest.approx(0.5) and r["margin_swing_ci95"] == pytest.approx([0.5, 0.5])
+    assert r["win_swing"] == pytest.approx(1.0)  # every pair still flips
+    flat = _rows([1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0])  # the base does not move: nothing to retain
+    assert retention(target, flat)["margin_swing"] is None and retention(target, flat)["margin_swing_ci95"] is None
 
 
 def test_write_transfer_report(tiny, tmp_path):
@@ -288,7 +296,8 @@ def test_write_transfer_report(tiny, tmp_path):
         model, {"sib": tiny_model("llama", seed=2)}, steering_vector(model, tok), toy_pairs(4), tok, shift=False
     )
     j, png, md = write_transfer_report(report, tmp_path / "r" / "toy.json")
-    assert json.loads(j.read_text())["retention"]["sib"].keys() == set(RETENTION_METRICS)
+    kept = json.loads(j.read_text())["retention"]["sib"]
+    assert kept.keys() == set(RETENTION_METRICS) | {k + "_ci95" for k in RETENTION_METRICS}
     assert png.read_bytes()[:4] == b"\x89PNG" and md.read_text().startswith("| model |")
     assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["toy.json", "toy.md", "toy.png"]
 
