@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,7 @@ def pipeline(
     gpu_workers: bool = False,
 ) -> dict[str, Any]:
     """params.yaml → pairs → vectors → evaluation → transfer → composition → catalog, then ``dvc commit``."""
-    log, t0 = get_run_logger(), time.perf_counter()
+    log, t0, started = get_run_logger(), time.perf_counter(), datetime.now(UTC).isoformat(timespec="seconds")
     threads = threads if threads is not None else max(1, (os.cpu_count() or 1) // 2)  # two stages at a time
     root = str(Path(root).resolve())
     os.chdir(root)
@@ -121,7 +122,7 @@ def pipeline(
                 dvc.commit(root, ["catalog", *regated])
                 out.committed += ["catalog", *regated]
     Ledger(root, str(runtime.flow_run.id)).close()  # the run's stages have ended: nothing will run them again
-    summary = report.summarize(p, out, view is not None, commit, time.perf_counter() - t0, root, groups)
+    summary = report.summarize(p, out, view is not None, commit, time.perf_counter() - t0, root, groups, started)
     for key, table, what in (
         ("-table", report.table_rows(summary), f"steerkit pipeline on {summary['model']}: {summary['message']}"),
         ("-release", report.gate_rows(summary), "release gate: promoted / held per behavior, and why"),

@@ -8,11 +8,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..eval.metrics import CI, metric
 from ..layout import catalog_path, report_path
 from .params import Params
 
 SWING_NOTE = (
-    "**Swing** = metric at the largest multiplier − at the smallest (held-out pairs). "
+    "**Swing** = metric at the largest multiplier − at the smallest (held-out pairs); [95 % interval], "
+    "bootstrapped over the pairs; **− CAA** is paired on the same pairs. "
     "**Retention** = swing on the LoRA-derived model / swing on the base. "
     "**Kept** = a behavior's swing with both vectors applied / with its own alone."
 )
@@ -66,59 +68,72 @@ def _read_json(path: str | Path) -> dict | None:
         return None
 
 
-def _gate(p: Params, name: str, history: Any) -> dict[str, Any]:
-    """The gate's decision for a behavior, its reasons, and the stable version now (after releasing)."""
+def _gate(p: Params, name: str, history: Any, out: Outcome, started: str | None) -> dict[str, Any]:
+    """The gate's decision for a behavior and its reasons; whether this run made it (or an earlier one did) and
+    released it; the stable version now."""
     gate = _read_json(report_path(".", "gate", p.model.dir, name)) or {}
-    stable = history.stable(name, gate["model"], gate["method"]) if gate.get("model") and gate.get("method") else None
-    released = bool(stable and gate.get("candidate") and stable.sha256 == gate["candidate"].get("sha256"))
-    decision = gate.get("decision")
-    shown = "promoted" if decision == "promote" and released else decision
-    return {"decision": shown, "reasons": gate.get("reasons") or [], "stable": stable.version if stable else None}
+    key = (name, gate.get("model"), gate.get("method"))
+    stable = history.stable(*key) if gate.get("model") and gate.get("method") else None
+    released_now = bool(
+        started
+        and any(e.event == "promote" and e.when >= started for e in (history.of(*key) if stable is not None else []))
+    )
+    return {
+        "decision": gate.get("decision"),
+        "decided_now": out.status(f"gate@{name}") == "ran",
+        "released_now": released_now,
+        "pairs_needed": gate.get("pairs_needed"),
+        "reasons": gate.get("reasons") or [],
+        "stable": stable.version if stable else None,
+    }
 
 
-def rows(p: Params, out: Outcome, groups: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-    """One row per selected behavior, read from its reports (missing reports give dashes, not errors)."""
+def _with_ci(row: dict[str, Any], key: str, source: dict[str, Any] | None, name: str | None = None) -> None:
+    """``row[key]`` and ``row[key_ci95]`` from ``source[name]`` (default: ``key``)."""
+    name = name or key
+    row[key], row[key + CI] = (source or {}).get(name), (source or {}).get(name + CI)
+
+
+def rows(p: Params, out: Outcome, groups: tuple[str, ...] = (), started: str | None = None) -> list[dict[str, Any]]:
+    """One row per selected behavior, read from its reports (missing reports give dashes, not errors).
+
+    Every number comes with its 95 % interval (``<key>_ci95``); ``vs_caa`` is the paired difference."""
     from ..catalog.releases import History
 
     table, history = [], History.load(".")
     for name, b in p.selected(groups).items():
         ev = _read_json(report_path(".", "eval", p.model.dir, name)) or {}
         tr = _read_json(report_path(".", "transfer", p.model.dir, name)) if b.group is None else None
-        s, base = ev.get("summary") or {}, (ev.get("baseline") or {}).get("summary") or {}
-        prompt = (ev.get("prompt") or {}).get("summary") or {}
-        with_prompt = (ev.get("vector_with_prompt") or {}).get("summary") or {}
-        retention = None
-        if tr and tr.get("retention"):
-            vals = [r.get("margin_swing") for r in tr["retention"].values() if isinstance(r, dict)]
-            retention = vals[0] if len(vals) == 1 else None
-        kept = {}
+        paired = {r.get("comparison"): r for r in ev.get("paired") or []}
+        row: dict[str, Any] = {"behavior": name, "layer": b.train.layer, "norm": (ev.get("vector") or {}).get("norm")}
+        _with_ci(row, "margin_swing", ev.get("summary"))
+        _with_ci(row, "caa_margin_swing", (ev.get("baseline") or {}).get("summary"), "margin_swing")
+        _with_ci(row, "vs_caa", paired.get("vector − caa"), "margin_swing")
+        _with_ci(row, "prompt_margin_swing", (ev.get("prompt") or {}).get("summary"), "margin_swing")
+        _with_ci(row, "with_prompt_margin_swing", (ev.get("vector_with_prompt") or {}).get("summary"), "margin_swing")
+        _with_ci(row, "win_swing", ev.get("summary"))
+        _with_ci(row, "fluency_cost_at_1", ev.get("summary"))
+        retained = [r for r in ((tr or {}).get("retention") or {}).values() if isinstance(r, dict)]
+        _with_ci(row, "retention", retained[0] if len(retained) == 1 else None, "margin_swing")
+        row["kept"] = {}
         for combo in p.combos.values():
             if name in combo.vectors:
                 co = _read_json(report_path(".", "compose", p.model.dir, combo.name)) or {}
-                kept[combo.name] = (co.get("kept") or {}).get(name)
-        stages = {
+                row["kept"][combo.name] = {
+                    "kept": (co.get("kept") or {}).get(name),
+                    "kept" + CI: (co.get("kept_ci95") or {}).get(name),
+                }
+        row["gate"] = _gate(p, name, history, out, started)
+        row["stages"] = {
             st: out.status(f"{st}@{name}")
             for st in ("prepare", "train", "evaluate", "gate", "transfer")
             if st != "transfer" or b.group is None
         }
-        table.append(
-            {
-                "behavior": name,
-                "layer": b.train.layer,
-                "norm": (ev.get("vector") or {}).get("norm"),
-                "margin_swing": s.get("margin_swing"),
-                "caa_margin_swing": base.get("margin_swing"),
-                "prompt_margin_swing": prompt.get("margin_swing"),
-                "with_prompt_margin_swing": with_prompt.get("margin_swing"),
-                "win_swing": s.get("win_swing"),
-                "fluency_cost_at_1": s.get("fluency_cost_at_1"),
-                "retention": retention,
-                "kept": kept,
-                "gate": _gate(p, name, history),
-                "stages": stages,
-                "plot": report_path(".", "eval", p.model.dir, name, "png").as_posix(),
-            }
-        )
+        row["plot"] = report_path(".", "eval", p.model.dir, name, "png").as_posix()
+        row["reports"] = {
+            kind: report_path(".", kind, p.model.dir, name).as_posix() for kind in ("eval", "gate", "transfer")
+        }
+        table.append(row)
     return table
 
 
@@ -151,14 +166,23 @@ def message(out: Outcome, has_dvc: bool, commit: bool, seconds: float) -> str:
 
 
 def summarize(
-    p: Params, out: Outcome, has_dvc: bool, commit: bool, seconds: float, root: str | Path, groups: tuple[str, ...] = ()
+    p: Params,
+    out: Outcome,
+    has_dvc: bool,
+    commit: bool,
+    seconds: float,
+    root: str | Path,
+    groups: tuple[str, ...] = (),
+    started: str | None = None,
 ) -> dict[str, Any]:
-    """The run's summary (JSON-able): ``ok``, ``message``, the rows and where the plots and catalog are."""
+    """The run's summary (JSON-able): ``ok``, ``message``, the rows and where the plots and catalog are.
+
+    ``started``: when the run began (ISO, UTC): releases after it are this run's."""
     catalog = catalog_path(".")
     return {
         "ok": not out.failed and not out.edited,
         "message": message(out, has_dvc, commit, seconds),
-        "rows": rows(p, out, groups),
+        "rows": rows(p, out, groups, started),
         "failed": dict(out.failed),
         "edited": list(out.edited),
         "committed": list(out.committed),
@@ -213,33 +237,63 @@ def _num(x: Any, fmt: str = "{:+.2f}") -> str:
     return "—" if not isinstance(x, (int, float)) or isinstance(x, bool) else fmt.format(x)
 
 
+#: the summary table's columns: heading, row key, the metric that shows it (its format, its interval)
+COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("margin swing (BiPO)", "margin_swing", "margin_swing"),
+    ("− CAA at its norm, paired", "vs_caa", "margin_swing"),
+    ("prompt (toward − away)", "prompt_margin_swing", "margin_swing"),
+    ("BiPO + prompt", "with_prompt_margin_swing", "margin_swing"),
+    ("win swing", "win_swing", "win_swing"),
+    ("fluency cost (m=±1)", "fluency_cost_at_1", "fluency_cost_at_1"),
+    ("transfer retention", "retention", "retention"),
+)
+
+
+def _cell(row: dict[str, Any], key: str, name: str) -> str:
+    return metric(name).show(row.get(key), row.get(key + CI))
+
+
+def _kept(row: dict[str, Any], sep: str) -> str:
+    return sep.join(f"{c}: {metric('kept').show(k['kept'], k['kept' + CI])}" for c, k in row["kept"].items()) or "—"
+
+
 def table_rows(summary: dict[str, Any]) -> list[dict[str, str]]:
-    """The rows as a person reads them (the flow's table artifact)."""
+    """The rows as a person reads them (the flow's table artifact), 95 % intervals in brackets."""
     return [
         {
             "behavior": r["behavior"],
             "layer": str(r["layer"]),
             "norm": _num(r["norm"], "{:.2f}"),
-            "margin swing (BiPO)": _num(r["margin_swing"]),
-            "margin swing (CAA, same norm)": _num(r["caa_margin_swing"]),
-            "prompt (toward − away)": _num(r["prompt_margin_swing"]),
-            "BiPO + prompt": _num(r["with_prompt_margin_swing"]),
-            "win swing": _num(r["win_swing"]),
-            "fluency cost (m=±1)": _num(r["fluency_cost_at_1"], "{:.1%}"),
-            "transfer retention": _num(r["retention"], "{:.2f}"),
-            "kept when composed": ", ".join(f"{c}: {_num(v, '{:.2f}')}" for c, v in r["kept"].items()) or "—",
+            **{head: _cell(r, key, name) for head, key, name in COLUMNS},
+            "kept when composed": _kept(r, ", "),
             "stages": ", ".join(f"{k} {v}" for k, v in r["stages"].items()),
         }
         for r in summary["rows"]
     ]
 
 
+def decision_text(gate: dict[str, Any]) -> str:
+    """What the gate decided, and whether in this run: ``promote → released v2``, ``inconclusive (≈90 pairs)``,
+    ``hold (earlier decision, not re-run)``."""
+    d = gate.get("decision")
+    if not d:
+        return "—"
+    text = d
+    if d == "inconclusive" and gate.get("pairs_needed"):
+        text += f" (about {gate['pairs_needed']} held-out pairs would tell)"
+    if gate.get("released_now"):
+        text += f" → released v{gate.get('stable')}"
+    if not gate.get("decided_now"):
+        text += " (an earlier run's decision: nothing re-decided)"
+    return text
+
+
 def gate_rows(summary: dict[str, Any]) -> list[dict[str, str]]:
-    """Promoted or held per behavior, the stable version now and why (the flow's release table)."""
+    """The gate's decision per behavior (this run's or an earlier one's), the stable version now and why."""
     return [
         {
             "behavior": r["behavior"],
-            "gate": r["gate"]["decision"] or "—",
+            "gate": decision_text(r["gate"]),
             "stable": "—" if r["gate"]["stable"] is None else f"v{r['gate']['stable']}",
             "why": "; ".join(r["gate"]["reasons"]) or "—",
         }
@@ -256,12 +310,15 @@ def _md_table(table: list[dict[str, str]]) -> str:
 
 def markdown(summary: dict[str, Any]) -> str:
     """The run's report as markdown (the flow's markdown artifact)."""
-    plots = "\n".join(f"- `{r['plot']}`" for r in summary["rows"])
+    plots = "\n".join(
+        f"- {r['behavior']}: `{r['plot']}`; reports " + ", ".join(f"`{v}`" for v in r.get("reports", {}).values())
+        for r in summary["rows"]
+    )
     return (
         f"# steerkit pipeline — {'succeeded' if summary['ok'] else 'FAILED'}\n\n"
         f"Model `{summary['model']}`, project `{summary.get('root', '.')}`.\n\n{summary['message']}\n\n"
         f"{_md_table(table_rows(summary))}\n{SWING_NOTE}\n\n## Release gate\n\n{_md_table(gate_rows(summary))}\n"
-        f"Plots:\n{plots}\n\nCatalog: `{summary['catalog'] or '(none)'}`"
+        f"Plots and reports:\n{plots}\n\nCatalog: `{summary['catalog'] or '(none)'}`"
         + (" (rebuilt)" if summary["catalog_rebuilt"] else "")
         + "\n"
     )
@@ -274,38 +331,27 @@ def print_summary(summary: dict[str, Any], console: Any) -> None:
 
     if not console.is_terminal:  # a log file, CI or a scheduled run: rich would cut the table at 80 columns
         console = Console(file=console.file, width=max(console.width, 170))
-    caa = any(r["caa_margin_swing"] is not None for r in summary["rows"])
     table = Table(
         "behavior",
         "layer",
         "|v|",
-        "margin swing",
-        *(["CAA, same |v|"] if caa else []),
-        "prompt",
-        "BiPO + prompt",
-        "win swing",
-        "fluency cost m=±1",
-        "transfer retention",
+        *(head for head, _, _ in COLUMNS),
         "kept composed",
-        title=f"steerkit pipeline on {summary.get('model', '?')} (swings: m = min → max)",
+        title=f"steerkit pipeline on {summary.get('model', '?')} (swings: m = min → max; 95 % intervals)",
     )
     for r in summary["rows"]:
         table.add_row(
             r["behavior"],
             str(r["layer"]),
             _num(r["norm"], "{:.2f}"),
-            _num(r["margin_swing"]),
-            *([_num(r["caa_margin_swing"])] if caa else []),
-            _num(r["prompt_margin_swing"]),
-            _num(r["with_prompt_margin_swing"]),
-            _num(r["win_swing"]),
-            _num(r["fluency_cost_at_1"], "{:.1%}"),
-            _num(r["retention"], "{:.2f}"),
-            "\n".join(f"{c}: {_num(v, '{:.2f}')}" for c, v in r["kept"].items()) or "—",
+            *(_cell(r, key, name) for _, key, name in COLUMNS),
+            _kept(r, "\n"),
         )
     if summary["rows"]:
         console.print(table)
-        gates = Table("behavior", "gate", "stable", "why", title="release gate (promoted / held, and why)")
+        gates = Table(
+            "behavior", "gate", "stable", "why", title="release gate (promote / hold / inconclusive, and why)"
+        )
         for g in gate_rows(summary):
             gates.add_row(*g.values())
         console.print(gates)

@@ -555,7 +555,8 @@ def test_cli_evaluate_on_a_tiny_model(cli_files, monkeypatch):
     assert report["n_test"] == 3 and report["open_ended"] is None and report["model"] == "org/tiny-model"
     assert report["baseline"]["vector"]["norm"] == pytest.approx(report["vector"]["norm"], rel=1e-5)
     assert report["summary"]["margin_swing"] > 0
-    assert "baseline: caa" in res.output and "margin swing" in res.output and "[" in res.output and "toy-behavior.png" in res.output
+    assert "baseline: caa" in res.output and "toy-behavior.png" in res.output
+    assert "margin swing" in res.output and "[" in res.output  # with its interval
 
 
 @pytest.mark.parametrize(
