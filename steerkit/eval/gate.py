@@ -89,7 +89,7 @@ class Decision:
         return {
             "decision": self.decision,
             "reasons": self.reasons,
-            "pairs_needed": self.pairs_needed,
+            "pairs_needed": self.pairs_needed if self.decision == "inconclusive" else None,
             "checks": [c.to_dict() for c in self.checks],
             **({"stable_fails": self.stable_fails} if self.stable_fails else {}),
         }

@@ -74,6 +74,11 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 
 # ----------------------------------------------------------------------------- tiny project
+#: the first behavior's training on the tiny model: enough to steer it, so that the gate promotes it (the
+#: second keeps one epoch at a small lr: a vector that does not steer, which the gate holds)
+TRAINED_TO_STEER = {"epochs": 10, "lr": 0.1}
+
+
 def tiny_params(model_dir: Path) -> dict:
     """params.yaml for the tiny project: the shipped layout, tiny sizes."""
     return {
@@ -86,11 +91,11 @@ def tiny_params(model_dir: Path) -> dict:
             "batch_size": 8,
             "texts": "data/seed/neutral.txt",
         },
-        "gate": {},
+        "gate": {"beat_caa": False},  # CAA steers the tiny model about as well: the other rules decide here
         "behaviors": {
             b: {
                 "data": {"train": f"data/seed/{b}/train.jsonl", "test": f"data/seed/{b}/test.jsonl"},
-                "train": {},
+                "train": TRAINED_TO_STEER if b == BEHAVIORS[0] else {},
                 "evaluate": {},
             }
             for b in BEHAVIORS
@@ -111,7 +116,8 @@ def write_params(root: Path, params: dict) -> None:
 def make_project(root: Path, model_dir: Path, git: bool = True) -> Path:
     """A project folder with the pipeline files, tiny data and params; a git + DVC repo when ``git``."""
     root.mkdir(parents=True, exist_ok=True)
-    for name in ("dvc.yaml", "prefect.yaml", ".gitignore"):
+    for name in ("dvc.yaml", "prefect.yaml", ".gitignore", "vectors/releases.json"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / name, root / name)
     (root / "flows").mkdir(exist_ok=True)
     shutil.copy(REPO / "flows" / "pipeline.py", root / "flows" / "pipeline.py")

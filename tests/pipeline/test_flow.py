@@ -100,13 +100,23 @@ def test_1_first_run_retries_commits_and_agrees_with_dvc(project, flows, monkeyp
         (b, m) for b in BEHAVIORS for m in ("bipo", "caa")
     }
     assert summary["rows"][0]["margin_swing"] is not None and summary["rows"][0]["retention"] is not None
-    assert "catalog" in summary["committed"] and len(summary["committed"]) == 2 * 5 + 3
-    for b in BEHAVIORS:  # the gate judged each candidate; what it promoted is the stable version now
+    # every stage that ran, the catalog, and the gates again: the release their decision caused changed their input
+    assert "catalog" in summary["committed"] and len(summary["committed"]) == 2 * 5 + 3 + 2
+    # the gate: A was trained to steer (its interval clears zero) → promoted and released as v1; B's one short
+    # epoch moves its pairs by +0.25 [−3.02, +2.87] on 4 pairs → inconclusive, with the pairs it would need
+    expected = {A: "promote", B: "inconclusive"}
+    for b in BEHAVIORS:
         gate = yaml.safe_load((project / f"reports/gate/tiny-llama/{b}.json").read_text())
         row = next(r for r in summary["rows"] if r["behavior"] == b)
-        assert row["gate"]["decision"] == {"promote": "promoted"}.get(gate["decision"], gate["decision"])
+        assert gate["decision"] == row["gate"]["decision"] == expected[b], gate["checks"]
+        assert row["gate"]["decided_now"] and row["gate"]["released_now"] == (b == A)
         stable = [e for e in catalog["entries"] if e["behavior"] == b and e["channel"] == "stable"]
-        assert len(stable) == (gate["decision"] == "promote") and row["gate"]["reasons"] == gate["reasons"]
+        assert len(stable) == (b == A) and row["gate"]["reasons"] == gate["reasons"]
+        assert row["margin_swing_ci95"] is not None and row["vs_caa_ci95"] is not None
+    assert (
+        summary["rows"][1]["gate"]["pairs_needed"] > 4
+        and "held-out pairs would tell" in summary["rows"][1]["gate"]["reasons"][0]
+    )
 
     # DVC agrees: nothing to do
     assert dvc_status(project) == {}
@@ -120,6 +130,11 @@ def test_1_first_run_retries_commits_and_agrees_with_dvc(project, flows, monkeyp
 
     again = flows.run_pipeline(root=str(project), retries=0)
     assert again["ok"] and again["committed"] == [] and "0 stage(s) ran" in again["message"]
+    # a run that decided nothing says so: no "released" again, the decisions marked as an earlier run's
+    assert not any(r["gate"]["decided_now"] or r["gate"]["released_now"] for r in again["rows"])
+    from steerkit.pipeline.summary import gate_rows
+
+    assert all("earlier run's decision" in g["gate"] for g in gate_rows(again))
 
 
 def test_2_dvc_repro_rebuilds_one_chain_and_then_the_flow_has_nothing_to_do(project, flows):
