@@ -11,6 +11,7 @@ import typer
 from rich import box
 from rich.table import Column, Table
 
+from ..eval.metrics import CI, METRICS, metric
 from .options import RootOpt, command, console
 
 catalog_app = typer.Typer(
@@ -113,12 +114,22 @@ def listing(catalog: Any, width: int) -> Any:
             "—" if e.version is None else f"v{e.version}",
             ",".join(map(str, e.layers)),
             _range(e.safe_multiplier_range),
-            _num(e.metrics.get("margin_swing")),
+            metric("margin_swing").show(e.metrics.get("margin_swing"), e.metrics.get("margin_swing" + CI)),
             e.sha256[:12],
         )
         for e in catalog
     ]
-    heads = ("behavior", "method", "model", "channel", "version", "layers", "safe range", "margin swing", "sha256")
+    heads = (
+        "behavior",
+        "method",
+        "model",
+        "channel",
+        "version",
+        "layers",
+        "safe range",
+        "margin swing [95%]",
+        "sha256",
+    )
     title = f"{catalog.where} — {len(catalog)} vector{'s' if len(catalog) != 1 else ''}"
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(heads)]
     if sum(widths) + 2 * (len(heads) - 1) <= width:
@@ -304,7 +315,10 @@ def show(
     for k, v in facts.items():
         if k == "metrics":
             for mk, mv in sorted(v.items()):
-                table.add_row(f"metrics.{mk}", _num(mv))
+                if mk.endswith(CI) and mk[: -len(CI)] in METRICS:
+                    continue  # shown with its value
+                shown = METRICS[mk].show(mv, v.get(mk + CI)) if mk in METRICS else _num(mv)
+                table.add_row(f"metrics.{mk}", shown)
         else:
             table.add_row(k, json.dumps(v) if isinstance(v, list) else ("—" if v is None else str(v)))
     console.print(table)

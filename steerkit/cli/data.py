@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from ..data.readers import PAIR_FORMATS
-from .options import command, console
+from .options import command, console, not_a_pipeline_output
 
 data_app = typer.Typer(help="Fetch registered datasets and prepare contrastive pairs.", no_args_is_help=True)
 
@@ -45,11 +45,20 @@ def prepare(
     ),
     test_fraction: float = typer.Option(0.2, help="Share of questions held out when no --test is given."),
     seed: int = typer.Option(0, help="Split seed."),
-    root: Path = typer.Option(Path("."), help="Project root (writes data/pairs/<behavior>/)."),
+    root: Optional[Path] = typer.Option(
+        None,
+        help="Project root (writes data/pairs/<behavior>/; default: here, unless the pipeline owns that behavior).",
+        show_default=".",
+    ),
 ) -> None:
     """Validate and split a behavior's data into data/pairs/<behavior>/{train,test}.jsonl."""
     from ..data.readers import parse_mapping
+    from ..layout import pairs_file
     from ..stages import prepare as prepare_stage
+
+    if root is None:  # the default: refused where the project's pipeline prepares this behavior
+        root = Path(".")
+        not_a_pipeline_output(pairs_file(root, behavior, "train"), root, "--root")
 
     mapping = parse_mapping(columns) if columns else None
     res = prepare_stage.prepare(

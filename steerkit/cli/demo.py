@@ -2,7 +2,8 @@
 
 Seed data → validated, split pairs (the prepare stage) → model summary → a BiPO and a CAA vector
 for power-seeking (the train stage) → held-out steering curves, report + plot (the evaluate stage)
-→ questions answered at m = −2, 0, +2.
+→ questions answered at m = −2, 0, +2. It works in its own folder (``demo/``): the pipeline's
+outputs (``data/pairs``, ``vectors``, ``reports``, what DVC tracks and the gate judged) are never touched.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from .options import ModelOpt, command, console
+from ..errors import DataError
+from ..eval.metrics import metric
+from .options import ModelOpt, command, console, not_a_pipeline_output
 
 SEED_BEHAVIORS = ("power-seeking", "wealth-seeking")
 TOUR_EPOCHS = 4  # fewer than the embedded recipe's 10, so that the tour takes a few minutes
@@ -28,8 +31,12 @@ def register(app: typer.Typer) -> None:
 @command()
 def demo(
     model: str = ModelOpt,
-    root: Path = typer.Option(
-        Path("."), help="Project root (reads data/seed/, writes data/pairs/, vectors/, reports/)."
+    root: Path = typer.Option(Path("."), help="Project root (reads data/seed/)."),
+    out: Optional[Path] = typer.Option(
+        None,
+        "--out",
+        help="The tour's own folder: its pairs, vectors and reports go there, never over the pipeline's "
+        "[default: ROOT/demo]",
     ),
     epochs: int = typer.Option(
         TOUR_EPOCHS, help="BiPO epochs (the model's recipe otherwise; fewer keep the tour short)."
@@ -49,6 +56,10 @@ def demo(
     from ..stages import prepare as prepare_stage
     from ..stages import train as train_stage
 
+    work = out if out is not None else root / "demo"
+    if work.resolve() == root.resolve():
+        raise DataError("the tour needs its own folder, not the project root", where="--out", fix="e.g. --out demo")
+    not_a_pipeline_output(work / "data" / "pairs" / SEED_BEHAVIORS[0] / "train.jsonl", root, "--out")
     t0 = time.perf_counter()
     lm = load_model(model)
     console.print(
@@ -61,7 +72,7 @@ def demo(
     table = Table("behavior", "train", "test", "dropped", "prompt tokens", "answer tokens", title="seed data")
     for behavior in SEED_BEHAVIORS:
         seed = root / "data" / "seed" / behavior
-        prep = prepare_stage.prepare(behavior, [seed / "train.jsonl"], root, test_inputs=[seed / "test.jsonl"])
+        prep = prepare_stage.prepare(behavior, [seed / "train.jsonl"], work, test_inputs=[seed / "test.jsonl"])
         enc = encode_pairs(lm.tokenizer, load_pairs(prep.train))
         prompt = sum(len(e.prompt) for e in enc) / len(enc)
         answer = sum(len(e.matching) + len(e.not_matching) for e in enc) / (2 * len(enc))
@@ -79,10 +90,10 @@ def demo(
     behavior = SEED_BEHAVIORS[0]
     recipe = recipe_for(lm.name, len(decoder_layers(lm.model)))
     cfg = dataclasses.replace(recipe.train, epochs=epochs, layer=recipe.train.layer if layer is None else layer)
-    pairs_dir = root / "data" / "pairs" / behavior
+    pairs_dir = work / "data" / "pairs" / behavior
     t0 = time.perf_counter()
     trained = train_stage.train(
-        pairs_dir / "train.jsonl", vector_dir(root, lm.name, behavior), model=lm, behavior=behavior, cfg=cfg, root=root
+        pairs_dir / "train.jsonl", vector_dir(work, lm.name, behavior), model=lm, behavior=behavior, cfg=cfg, root=work
     )
     vec = trained.vectors["bipo"]
     console.print(
@@ -92,7 +103,7 @@ def demo(
     res = evaluate_stage.evaluate(
         trained.files["bipo"],
         pairs_dir / "test.jsonl",
-        report_path(root, "eval", lm.name, behavior),
+        report_path(work, "eval", lm.name, behavior),
         model=lm,
         cfg=EvalConfig(),
         baseline=trained.files["caa"],
@@ -101,6 +112,7 @@ def demo(
     etable = Table(
         "vector",
         "margin m=−2 → +2",
+        "margin swing [95%]",
         "win fraction m=−2 → +2",
         "fluency cost |m|=1",
         title=f"held-out {behavior} pairs ({report['n_test']}), CAA scaled to BiPO's norm",
@@ -110,6 +122,7 @@ def demo(
         etable.add_row(
             label,
             f"{first['margin']:+.2f} → {last['margin']:+.2f}",
+            metric("margin_swing").show(rep["summary"]["margin_swing"], rep["summary"]["margin_swing_ci95"]),
             f"{first['win_fraction']:.2f} → {last['win_fraction']:.2f}",
             f"{rep['summary']['fluency_cost_at_1']:.1%}",
         )

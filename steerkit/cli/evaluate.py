@@ -11,6 +11,7 @@ from rich.table import Table
 from ..eval.config import EvalConfig, GateConfig
 from ..eval.metrics import CI, metric
 from ..stages.options import EvaluateOptions
+from ..vector import SteeringVector
 from .options import (
     DeviceOpt,
     DtypeOpt,
@@ -22,6 +23,7 @@ from .options import (
     console,
     floats,
     knob_option,
+    not_a_pipeline_output,
 )
 
 
@@ -60,6 +62,10 @@ def evaluate(
     from ..stages import evaluate as evaluate_stage
 
     cfg = config_from(EvalConfig(), ctx.params)
+    if out is None:  # the default path: refused if the project's pipeline owns it
+        out = not_a_pipeline_output(
+            evaluate_stage.default_out(SteeringVector.load(vector), str(vector), model), Path("."), "--out"
+        )
     res = evaluate_stage.evaluate(
         vector,
         test,
@@ -142,9 +148,14 @@ def gate(
     Prints the decision and every check; `steerkit catalog build --release reports/gate/<model>`
     then makes a promoted candidate the next stable version.
     """
+    from ..layout import report_path
     from ..stages import gate as gate_stage
 
     others = behavior_files(off_target, "--off-target")
+    if out is None:  # the default path: refused if the project's pipeline owns it
+        meta = SteeringVector.load(vector).meta
+        behavior = meta.get("behavior") or vector.parent.name
+        out = not_a_pipeline_output(report_path(root, "gate", model, behavior), root, "--out")
     res = gate_stage.gate(
         vector,
         test,

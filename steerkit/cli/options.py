@@ -169,6 +169,27 @@ def behavior_files(items: list[str] | None, flag_name: str) -> dict[str, Path]:
     return out
 
 
+def not_a_pipeline_output(path: Path, root: Path, option_name: str) -> Path:
+    """``path`` (a default a command chose, not one the user gave) unless the project's pipeline owns it.
+
+    A command run by hand in a project must not write over what a DVC stage made and the gate judged
+    (``dvc status`` would go stale, the catalog would index the wrong file): it refuses, naming the stage.
+    """
+    from ..errors import DataError
+    from ..pipeline.graph import owner_of
+
+    stage = owner_of(path, root)
+    if stage is not None:
+        raise DataError(
+            f"{path} is an output of the pipeline's {stage} stage (DVC-tracked); writing it by hand would leave "
+            "`dvc status` stale and the catalog indexing this file instead of the pipeline's",
+            where=option_name,
+            fix=f"give {option_name} a path outside the pipeline's outputs (e.g. under scratch/), or run the stage: "
+            f"`steerkit pipeline stage {stage.replace('@', ' ')}`",
+        )
+    return path
+
+
 ModelOpt = typer.Option(EMBEDDED_DEFAULT, "--model", "-m", help="Embedded name, local folder, .gguf file or hub id.")
 DeviceOpt = typer.Option(None, "--device", help="cpu, cuda, cuda:1 … (default: cuda if present).")
 DtypeOpt = typer.Option(None, "--dtype", help="fp32, bf16 (default: bf16 on CUDA, fp32 on CPU).")

@@ -23,6 +23,7 @@ from .options import (
     console,
     floats,
     knob_option,
+    not_a_pipeline_output,
     recipe_default,
     warn,
 )
@@ -145,6 +146,14 @@ def transfer(
     from ..stages import transfer as transfer_stage
 
     cfg = config_from(TransferConfig(), ctx.params)
+    if out is None:  # the default path: refused if the project's pipeline owns it
+        from ..models import EMBEDDED_DEFAULT
+        from ..stages.evaluate import default_out
+        from ..vector import SteeringVector
+
+        vec = SteeringVector.load(vector)
+        spec = model or vec.meta.get("model") or EMBEDDED_DEFAULT
+        out = not_a_pipeline_output(default_out(vec, str(vector), spec, ".", "transfer"), Path("."), "--out")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the report's warnings are printed below
         res = transfer_stage.transfer(
@@ -209,6 +218,13 @@ def compose(
     from ..stages import compose as compose_stage
 
     cfg = config_from(ComposeConfig(), ctx.params)
+    if out is None and name:  # the default path of a named combination: refused if the pipeline owns it
+        from ..layout import report_path
+        from ..models import EMBEDDED_DEFAULT
+        from ..vector import SteeringVector
+
+        spec = model or (SteeringVector.load(vector[0]).meta.get("model") if vector else None) or EMBEDDED_DEFAULT
+        out = not_a_pipeline_output(report_path(root, "compose", spec, name), root, "--out")
     common = dict(cfg=cfg, limit=limit, probe_texts=probe_texts, device=device, dtype=dtype)
     if case:
         if vector or test or weight:

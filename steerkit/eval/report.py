@@ -21,7 +21,7 @@ from ..data.texts import neutral_texts
 from ..errors import VectorError
 from ..fileio import atomic_write_bytes, atomic_write_json
 from ..vector import SteeringVector
-from . import metrics
+from . import metrics, stats
 from .ab import ab_curve
 from .config import EvalConfig
 from .curves import as_multipliers, margin_curve, open_ended_curve, perplexity_curve
@@ -150,12 +150,28 @@ _PANELS = (
 )
 
 
-def _series(part: dict[str, Any], curve: str, key: str) -> tuple[list[float], list[float]]:
+#: a plotted column and the per-pair values its band is the interval of
+_PER_PAIR = {
+    "margin": lambda r: r.get("margins"),
+    "margin_per_token": lambda r: r.get("margins_per_token"),
+    "win_fraction": lambda r: None if r.get("margins") is None else [float(m > 0) for m in r["margins"]],
+    "p_matching": lambda r: r.get("p_matchings"),
+    "judge_score": lambda r: r.get("scores"),
+}
+
+
+def _series(part: dict[str, Any], curve: str, key: str) -> tuple[list[float], list[float], list | None]:
+    """x, y and the 95 % band (low and high per point; None where the rows keep no per-pair values)."""
     rows = part.get(curve)
     if isinstance(rows, dict):
         rows = rows.get("curve")
     rows = [r for r in rows or [] if r.get(key) is not None]
-    return [r["multiplier"] for r in rows], [r[key] for r in rows]
+    per_pair = [_PER_PAIR[key](r) if key in _PER_PAIR else None for r in rows]
+    band = None
+    if rows and all(v is not None and len(v) > 1 for v in per_pair):
+        cis = [stats.mean_of(v).ci95 for v in per_pair]
+        band = [[c[0] for c in cis], [c[1] for c in cis]]
+    return [r["multiplier"] for r in rows], [r[key] for r in rows], band
 
 
 def _prompt_levels(ax: Any, report: dict[str, Any], curve: str, key: str) -> int:
@@ -171,12 +187,18 @@ def _side_by_side(ax: Any, report: dict[str, Any]) -> None:
     rows = report.get("comparison") or []
     keys = (("margin_swing", "margin swing"), ("win_swing", "win swing ×10"))
     for k, (key, label) in enumerate(keys):
-        vals = [(r.get(key) or 0.0) * (10 if key == "win_swing" else 1) for r in rows]
-        ax.bar([i + (k - 0.5) * 0.4 for i in range(len(rows))], vals, 0.4, label=label)
+        scale = 10 if key == "win_swing" else 1
+        vals = [(r.get(key) or 0.0) * scale for r in rows]
+        cis = [r.get(key + metrics.CI) for r in rows]
+        errs = [
+            [v - c[0] * scale if c else 0.0 for v, c in zip(vals, cis)],
+            [c[1] * scale - v if c else 0.0 for v, c in zip(vals, cis)],
+        ]
+        ax.bar([i + (k - 0.5) * 0.4 for i in range(len(rows))], vals, 0.4, label=label, yerr=errs, capsize=3)
     ax.set_xticks(range(len(rows)))
     ax.set_xticklabels([r["method"] for r in rows], fontsize=8, rotation=15)
     ax.axhline(0, color="black", lw=0.5)
-    ax.set_title("side by side: swing over the multipliers (prompt: toward − away)", fontsize=9)
+    ax.set_title("side by side: swing over the multipliers, 95 % intervals (prompt: toward − away)", fontsize=9)
     ax.grid(alpha=0.3, axis="y")
     if rows:
         ax.legend(fontsize=8)
@@ -196,11 +218,13 @@ def render_png(report: dict[str, Any]) -> bytes:
     for ax, (curve, key, title) in zip(axes, _PANELS):
         plotted = 0
         for part, style, prefix in parts:
-            xs, ys = _series(part, curve, key)
+            xs, ys, band = _series(part, curve, key)
             v = part.get("vector") or report.get("vector", {})
             label = f"{prefix}{v.get('method') or 'vector'} |v|={v.get('norm', float('nan')):.2f}"
             if xs:
-                ax.plot(xs, ys, style, label=label)
+                (line,) = ax.plot(xs, ys, style, label=label)
+                if band is not None:  # the 95 % interval of the mean over the held-out pairs
+                    ax.fill_between(xs, band[0], band[1], color=line.get_color(), alpha=0.15, lw=0)
                 plotted += 1
         plotted += _prompt_levels(ax, report, curve, key)
         if key in ("win_fraction", "p_matching"):
@@ -220,7 +244,7 @@ def render_png(report: dict[str, Any]) -> bytes:
     v = report.get("vector", {})
     fig.suptitle(
         f"{v.get('behavior') or '?'} · {v.get('model') or '?'} · layer {v.get('layer')} · "
-        f"{report.get('n_test', '?')} held-out pairs"
+        f"{report.get('n_test', '?')} held-out pairs (bands, bars: 95 % intervals over the pairs)"
     )
     fig.tight_layout()
     buf = io.BytesIO()

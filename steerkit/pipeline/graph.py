@@ -9,6 +9,7 @@ and checks they reach the stage functions with the same arguments).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -372,3 +373,27 @@ def upstream(n: Node, every: list[Node]) -> list[Node]:
     return [
         m for m in every if m is not n and any(is_within(d, o) or is_within(o, d) for d in n.deps for o in m.outputs)
     ]
+
+
+def owner_of(path: str | Path, root: str | Path = ".") -> str | None:
+    """The DVC-tracked stage (``evaluate@power-seeking``) whose output ``path`` is, in the project at ``root``;
+    None when it is none's, or ``root`` has no pipeline (no dvc.yaml or no readable params.yaml)."""
+    from .params import DEFAULT_PARAMS, ParamsError, load_params
+
+    root = Path(root)
+    if not (root / "dvc.yaml").is_file() or not (root / DEFAULT_PARAMS).is_file():
+        return None
+    try:
+        p = load_params(root / DEFAULT_PARAMS, root=root)
+    except ParamsError:
+        return None
+    try:
+        rel = Path(os.path.abspath(path)).relative_to(os.path.abspath(root)).as_posix()
+    except ValueError:
+        return None
+    for n in nodes(p):  # the DVC stages: behaviors, not the optional groups only the flow builds
+        if n.name in p.optional_names():
+            continue
+        if any(is_within(rel, o) for o in n.outputs):
+            return n.address
+    return None

@@ -117,6 +117,10 @@ class Params:
         """The neutral texts every stage measures fluency (and model shift) on."""
         return str(self.evaluate_options.texts)
 
+    def optional_names(self) -> set[str]:
+        """The behaviors only the flow builds (``optional_behaviors``), not DVC."""
+        return {n for members in self.optional.values() for n in members}
+
     def selected(self, groups: tuple[str, ...] | list[str] = ()) -> dict[str, Behavior]:
         """``behaviors`` plus the named optional groups (an unknown group is an error)."""
         out = dict(self.behaviors)

@@ -105,10 +105,13 @@ def test_demo_summary_runs(tmp_path):
     import shutil
 
     shutil.copytree(REPO / "data" / "seed", tmp_path / "data" / "seed")
+    for name in ("params.yaml", "dvc.yaml"):  # a project with the pipeline: the tour must keep out of its outputs
+        shutil.copy(REPO / name, tmp_path / name)
     res = CliRunner().invoke(app, ["demo", "--no-train", "--root", str(tmp_path)])
     assert res.exit_code == 0, res.output
     assert "power-seeking" in res.output and "wealth-seeking" in res.output and "30 layers" in res.output
-    assert (tmp_path / "data" / "pairs" / "power-seeking" / "train.jsonl").exists()
+    assert (tmp_path / "demo" / "data" / "pairs" / "power-seeking" / "train.jsonl").exists()
+    assert not (tmp_path / "data" / "pairs").exists()  # the pipeline's prepare output, untouched
 
 
 def test_cli_calibrate_records_layer_and_safe_range(tmp_path):
