@@ -16,7 +16,6 @@ from typing import Any
 
 from steerkit.errors import SteerkitError
 from steerkit.fileio import sha256_tree
-from steerkit.layout import RELEASES
 from steerkit.pipeline import devices, dvc, graph, plan
 from steerkit.pipeline import summary as report
 from steerkit.pipeline.flowfile import deployment_settings
@@ -108,7 +107,7 @@ def pipeline(
             out.committed += ran
         catalog = graph.node(p, "catalog")
         if plan.catalog_due(force, stale, bool(futures), catalog.outs[0]):
-            history = sha256_tree(RELEASES)
+            history = plan.history_state()
             inputs = {d: sha256_tree(d) for d in catalog.deps}
             state = base.with_options(refresh_cache=True)(
                 "catalog", None, root, params, catalog.argv, inputs, threads=threads, placement=placement,
@@ -118,7 +117,7 @@ def pipeline(
             out.catalog_rebuilt = "catalog" not in out.failed
             if out.catalog_rebuilt and commit and known is not None and "catalog" in known:
                 # the gates' decisions were acted on: the history they read changed by their own releases
-                regated = plan.gates_released_by_the_catalog(known) if sha256_tree(RELEASES) != history else []
+                regated = plan.gates_released_by_the_catalog(known, history)
                 dvc.commit(root, ["catalog", *regated])
                 out.committed += ["catalog", *regated]
     Ledger(root, str(runtime.flow_run.id)).close()  # the run's stages have ended: nothing will run them again

@@ -11,7 +11,6 @@ from rich.table import Table
 from ..eval.config import EvalConfig, GateConfig
 from ..eval.metrics import CI, metric
 from ..stages.options import EvaluateOptions
-from ..vector import SteeringVector
 from .options import (
     DeviceOpt,
     DtypeOpt,
@@ -63,6 +62,8 @@ def evaluate(
 
     cfg = config_from(EvalConfig(), ctx.params)
     if out is None:  # the default path: refused if the project's pipeline owns it
+        from ..vector import SteeringVector
+
         out = not_a_pipeline_output(
             evaluate_stage.default_out(SteeringVector.load(vector), str(vector), model), Path("."), "--out"
         )
@@ -153,6 +154,8 @@ def gate(
 
     others = behavior_files(off_target, "--off-target")
     if out is None:  # the default path: refused if the project's pipeline owns it
+        from ..vector import SteeringVector
+
         meta = SteeringVector.load(vector).meta
         behavior = meta.get("behavior") or vector.parent.name
         out = not_a_pipeline_output(report_path(root, "gate", model, behavior), root, "--out")

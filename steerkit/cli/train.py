@@ -63,6 +63,7 @@ def train(
     seed: Optional[int] = _bipo("seed"),
     bucket: Optional[bool] = _bipo("bucket"),
     limit: Optional[int] = knob_option(TrainOptions, "limit"),
+    seeds: Optional[int] = knob_option(TrainOptions, "seeds"),
     engine: str = typer.Option(
         "fast",
         help="fast (cached, exact), compiled (fast with its step through torch.compile: CUDA graphs on a GPU, "
@@ -95,6 +96,7 @@ def train(
         engine=engine,
         limit=limit,
         resume=resume,
+        seeds=seeds or 1,
     )
     overrides = recipe.overrides(cfg)
     console.print(
@@ -104,6 +106,13 @@ def train(
         + ")",
         highlight=False,
     )
+    if isinstance(vec.meta.get("seeds"), dict):
+        agree = vec.meta["seeds"]
+        console.print(
+            f"seeds {agree['seeds']}: smallest cosine between their directions {agree['min_cosine']:.3f}; "
+            f"shipped seed {agree['shipped']}, {agree['why']} (the others: .seeds/ beside it)",
+            highlight=False,
+        )
 
 
 @command()

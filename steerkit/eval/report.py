@@ -105,6 +105,7 @@ def evaluate_vector(
     system: str | None = None,
     prompts: Prompts | None = None,
     others: Mapping[str, SteeringVector] | None = None,
+    seeds: Mapping[int, SteeringVector] | None = None,
     cached: bool = True,
 ) -> dict[str, Any]:
     """Every curve and the summary for ``vector`` as one JSON-able dict, beside the alternatives a user has.
@@ -112,7 +113,8 @@ def evaluate_vector(
     ``compare`` (e.g. CAA) is evaluated at the vector's norm; ``prompts`` adds the prompt baseline
     (toward − away, no vector) and the vector together with the prompt; ``comparison`` lists the
     four side by side; ``others`` (e.g. the stable release) are evaluated as they are, on the same
-    inputs. Open-ended answers are generated and judged only with a ``judge`` and
+    inputs; ``seeds`` (the same recipe's other seeds) get their margin curves only, and ``seeds`` in the
+    report says how much their swings spread. Open-ended answers are generated and judged only with a ``judge`` and
     ``cfg.n_open`` > 0. ``cached`` runs each curve through the stream cache (equal to the full model;
     ``False`` runs the full model at every multiplier).
     """
@@ -135,9 +137,37 @@ def evaluate_vector(
         report["vector_with_prompt"] = with_prompt(model, tokenizer, vector, sides, plain, cfg, judge)
     if others:
         report["others"] = {name: evaluate_one(model, tokenizer, v, inputs, cfg, judge) for name, v in others.items()}
+    if seeds:
+        report["seeds"] = seed_spread(model, tokenizer, vector, seeds, inputs, cfg)
     report["comparison"] = comparison(report)
     report["paired"] = paired_comparisons(report)
     return report
+
+
+def seed_spread(
+    model: nn.Module,
+    tokenizer: Any,
+    vector: SteeringVector,
+    seeds: Mapping[int, SteeringVector],
+    inputs: Inputs,
+    cfg: EvalConfig,
+) -> dict[str, Any]:
+    """Each seed's margin swing (with its interval) on the held-out pairs, their spread, and their agreement."""
+    mults = as_multipliers(cfg.multipliers)
+    per_seed: dict[str, Any] = {}
+    for s, v in sorted(seeds.items()):
+        rows = margin_curve(model, tokenizer, inputs.pairs, v, mults, runner=inputs.margin)
+        per_seed[str(s)] = metrics.put({}, "margin_swing", metrics.estimate("margin_swing", {"margin": rows}))
+    swings = [e["margin_swing"] for e in per_seed.values() if e["margin_swing"] is not None]
+    info = vector.meta.get("seeds") or {}
+    return {
+        "shipped": info.get("shipped"),
+        "why": info.get("why"),
+        "min_cosine": info.get("min_cosine"),
+        "swings": per_seed,
+        "swing_range": [min(swings), max(swings)] if swings else None,
+        "swing_sd": float(stats.mean_of(swings).sd) if len(swings) > 1 else None,
+    }
 
 
 _PANELS = (

@@ -143,7 +143,14 @@ def _prepare(p: Params, b: Behavior) -> Node:
 
 def _train(p: Params, b: Behavior) -> Node:
     folder, data, o = _p(vector_dir(".", p.model.dir, b.name)), _p(pairs_file(".", b.name, "train")), b.train_options
-    kwargs = {"model": p.model.spec, "behavior": b.name, "cfg": b.train, "limit": o.limit, "baseline": o.baseline}
+    kwargs = {
+        "model": p.model.spec,
+        "behavior": b.name,
+        "cfg": b.train,
+        "limit": o.limit,
+        "baseline": o.baseline,
+        "seeds": o.seeds,
+    }
     methods = ("bipo", "caa") if o.baseline == "caa" else ("bipo",)
     argv = tuple(
         _line(
@@ -153,6 +160,7 @@ def _train(p: Params, b: Behavior) -> Node:
             model=p.model.spec,
             cfg=b.train,
             limit=o.limit,
+            seeds=o.seeds if m == "bipo" else None,
             method=m,
             out=_p(vector_path(".", p.model.dir, b.name, b.train.layer, m)),
         )

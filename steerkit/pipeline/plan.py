@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..fileio import sha256_tree
+from ..layout import RELEASES
 from . import graph
 from .params import Params
 
@@ -76,11 +77,19 @@ def catalog_due(force: bool, stale: set[str] | None, anything_ran: bool, catalog
     return force or stale is None or "catalog" in stale or anything_ran or not Path(catalog).exists()
 
 
-def gates_released_by_the_catalog(known: set[str]) -> list[str]:
-    """The gate stages to re-commit after the catalog stage released what they promoted.
+def history_state() -> str | None:
+    """The release history's hash now (before the catalog stage releases)."""
+    return sha256_tree(RELEASES)
+
+
+def gates_released_by_the_catalog(known: set[str], before: str | None) -> list[str]:
+    """The gate stages to re-commit after the catalog stage released what they promoted (none if it released
+    nothing: the history still hashes ``before``).
 
     A gate reads the release history (a rollback must re-gate), and the catalog stage that acts on
     the gate's decision writes it: without this, every release would leave its own gate stale. The
     decision covers the release it caused, so the flow records the new history as the gates' input.
     """
+    if history_state() == before:
+        return []
     return sorted(a for a in known if a.split("@")[0] == "gate")

@@ -17,6 +17,7 @@ from ..eval.report import evaluate_vector, write_report
 from ..fileio import sha256_file
 from ..layout import report_name, report_path
 from ..models import LoadedModel, load_model
+from ..train.seeds import load_seeds
 from ..vector import SteeringVector
 
 
@@ -73,7 +74,16 @@ def evaluate(
     lm = model if isinstance(model, LoadedModel) else load_model(model, device=device, dtype=dtype)
     prompts = prompts_for(vec.meta.get("behavior"), prompt_toward, prompt_away)
     report = evaluate_vector(
-        lm.model, lm.tokenizer, vec, pairs, cfg, judge=judge, texts=neutral, compare=base, prompts=prompts
+        lm.model,
+        lm.tokenizer,
+        vec,
+        pairs,
+        cfg,
+        judge=judge,
+        texts=neutral,
+        compare=base,
+        prompts=prompts,
+        seeds=load_seeds(vector_file, vec),
     )
     report.update(
         model=lm.name,

@@ -37,6 +37,12 @@ class TrainOptions:
     """What the train stage trains on and beside BiPO (``params.yaml``'s ``train:`` keys besides BipoConfig's)."""
 
     limit: int | None = _limit("training pairs")
+    seeds: int = knob(
+        1,
+        "Train BiPO with this many seeds (seed, seed + 1, …) in one pass; the evaluation reports how much "
+        "their directions and swings agree, and the medoid seed ships. 1: one seed (no extra cost).",
+        minimum=1,
+    )
     baseline: str = knob(
         "caa",
         "Also train a CAA vector at the same layer (the evaluation compares it at BiPO's norm); none skips it.",

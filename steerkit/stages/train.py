@@ -7,6 +7,7 @@ the behavior's vector folder only when both succeeded (a failed run leaves the o
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 import uuid
@@ -24,6 +25,7 @@ from ..recipes import Recipe, recipe_for
 from ..train import bipo
 from ..train.caa import train_caa
 from ..train.config import BipoConfig
+from ..train.seeds import agreement, seed_paths
 from ..vector import SteeringVector
 from .options import BASELINES, METHODS
 
@@ -42,11 +44,14 @@ def train_vector(
     resume: bool = False,
     progress: bool = True,
     system: str | None = None,
+    seeds: int = 1,
 ) -> tuple[SteeringVector, dict[str, Any]]:
     """Train one vector from a pairs file and save it (+ its training log beside it).
 
     ``cfg`` defaults to the model's recipe; the vector's metadata records the recipe and what
     ``cfg`` overrode. A checkpoint is written beside ``out`` each epoch and removed at the end.
+    ``seeds`` > 1 (BiPO): that many seeds in one pass (``steerkit.train.seeds``); the medoid is
+    saved at ``out`` with their agreement in its metadata, the others in ``.seeds/`` beside it.
     """
     safe_name(behavior)
     if method not in METHODS:
@@ -65,7 +70,9 @@ def train_vector(
         "recipe": {"name": recipe.name, "overrides": recipe.overrides(cfg)},
     }
     out = Path(out)
-    if method == "bipo":
+    if method == "bipo" and seeds > 1:
+        vector = _train_seeds(lm, enc, cfg, out, seeds, engine, progress, data)
+    elif method == "bipo":
         result = bipo.train(
             lm.model,
             enc,
@@ -88,6 +95,33 @@ def train_vector(
     return vector, {"path": str(out), "sha256": sha, "seconds": round(time.perf_counter() - t0, 2)}
 
 
+def _train_seeds(
+    lm: LoadedModel,
+    enc: list,
+    cfg: BipoConfig,
+    out: Path,
+    k: int,
+    engine: str,
+    progress: bool,
+    data: dict[str, Any],
+) -> SteeringVector:
+    """K seeds of one recipe in one pass; the medoid ships (returned), the others are kept in ``.seeds/``."""
+    numbers = [cfg.seed + i for i in range(k)]
+    jobs = [bipo.Job(enc, dataclasses.replace(cfg, seed=s), extra_meta=data) for s in numbers]
+    results = bipo.train_many(
+        lm.model, jobs, lm.tokenizer.pad_token_id, engine=engine, model_name=lm.name, progress=progress
+    )
+    vectors = [r.vector for r in results]
+    info = agreement(vectors, numbers)
+    shipped = numbers.index(info["shipped"])
+    for s, path in seed_paths(out, numbers).items():
+        vectors[numbers.index(s)].save(path)
+    bipo.write_log_csv(out.with_suffix(".log.csv"), results[shipped].log)
+    vector = vectors[shipped]
+    vector.meta["seeds"] = info
+    return vector
+
+
 @dataclass
 class Trained:
     """The vectors one train stage wrote (BiPO first), and where."""
@@ -106,10 +140,12 @@ def train(
     cfg: BipoConfig | None = None,
     limit: int | None = None,
     baseline: str = "caa",
+    seeds: int = 1,
     root: str | Path = ".",
     progress: bool = True,
 ) -> Trained:
-    """BiPO (and the CAA baseline) for one behavior into ``out_dir`` (replaced as a whole on success)."""
+    """BiPO (and the CAA baseline) for one behavior into ``out_dir`` (replaced as a whole on success);
+    ``seeds`` > 1 trains that many BiPO seeds and ships the medoid (``train_vector``)."""
     if baseline not in BASELINES:
         raise DataError(f"unknown baseline {baseline!r}", where="baseline", fix="use caa or none")
     lm = model if isinstance(model, LoadedModel) else load_model(model)
@@ -133,6 +169,7 @@ def train(
                 recipe=recipe,
                 limit=limit,
                 progress=progress,
+                seeds=seeds if m == "bipo" else 1,
             )[0]
             for m in methods
         }

@@ -95,6 +95,7 @@ def test_cli_train_without_options_trains_what_the_pipeline_trains(tmp_path, mon
     pipeline = load_params(REPO / "params.yaml").behaviors["power-seeking"]
     assert calls[0]["cfg"] == pipeline.train == RECIPES[EMBEDDED_DEFAULT].train
     assert calls[0]["limit"] == pipeline.train_options.limit and calls[0]["recipe"].name == EMBEDDED_DEFAULT
+    assert calls[0]["seeds"] == pipeline.train_options.seeds == 1
     # and an option is an override of the recipe, recorded as such
     res = CliRunner().invoke(
         app, ["train", "-d", "x.jsonl", "-b", "b", "-o", str(tmp_path / "w.safetensors"), "--lr", "0.01"]
@@ -111,5 +112,7 @@ def test_pipeline_sections_default_to_the_same_types(tmp_path):
 
 
 class _Stub:
+    meta: dict = {}
+
     def norm(self) -> float:
         return 0.0

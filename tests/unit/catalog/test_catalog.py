@@ -245,7 +245,7 @@ def test_cli_build_ls_show_get(tree, tmp_path, monkeypatch):
 
     res = runner.invoke(app, ["catalog", "ls", "--root", str(tree)])
     assert res.exit_code == 0, res.output
-    assert "wealth-seeking" in res.output and "org/other" in res.output and "4.250" in res.output
+    assert "wealth-seeking" in res.output and "org/other" in res.output and "+4.25" in res.output
     assert "[-1.5, 1.5]" in res.output
 
     res = runner.invoke(app, ["catalog", "ls", "--root", str(tree), "--json"])
