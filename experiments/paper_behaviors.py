@@ -210,8 +210,8 @@ def write_results_md(calib: dict | None) -> None:
         ]
         for c in calib["candidates"]:
             lines.append(
-                f"| {c['layer']} | {c['lr']:g} | {c['epochs']} | {c['margin_swing']:+.2f} | "
-                f"{c['win_swing']:+.2f} | {c['fluency_cost_at_1']:.1%} | {'yes' if c['eligible'] else 'no'} | "
+                f"| {c['layer']} | {c['lr']:g} | {c['epochs']} | {c['val_margin_swing_at_1']:+.2f} | "
+                f"{c['val_win_swing_at_1']:+.2f} | {c['fluency_cost_at_1']:.1%} | {'yes' if c['eligible'] else 'no'} | "
                 f"{c['seconds']:.0f} |"
             )
         lines += [
@@ -306,7 +306,7 @@ def main() -> None:
                 model_name=lm.name,
             )
             cands = cal.candidates + cal2.candidates
-            best = max([c for c in cands if c.eligible] or cands, key=lambda c: c.margin_swing)
+            best = max([c for c in cands if c.eligible] or cands, key=lambda c: c.val_margin_swing_at_1)
         else:
             cands = cal.candidates
         calib = {

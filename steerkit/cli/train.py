@@ -176,8 +176,8 @@ def calibrate(
             str(c.layer),
             f"{c.lr:g}",
             str(c.epochs),
-            f"{c.margin_swing:+.2f}",
-            f"{c.win_swing:+.2f}",
+            f"{c.val_margin_swing_at_1:+.2f}",
+            f"{c.val_win_swing_at_1:+.2f}",
             f"{c.fluency_cost_at_1:.1%}",
             "yes" if c.eligible else "no",
         )

@@ -53,8 +53,9 @@ class Candidate:
     layer: int
     lr: float
     epochs: int
-    margin_swing: float = float("nan")
-    win_swing: float = float("nan")
+    # measured on the validation split at m = ±1 (not the held-out evaluation's swing over its multipliers)
+    val_margin_swing_at_1: float = float("nan")
+    val_win_swing_at_1: float = float("nan")
     fluency_cost_at_1: float = float("nan")
     eligible: bool = False
     norm: float = float("nan")
@@ -115,14 +116,14 @@ def calibrate(
             vec = res.vector
             cand = Candidate(layer, lr, ep, seconds=round(seconds, 1), norm=vec.norm())
             curve = {r["multiplier"]: r for r in margin_curve(model, tokenizer, val, vec, [-1.0, 1.0])}
-            cand.margin_swing = curve[1.0]["margin"] - curve[-1.0]["margin"]
-            cand.win_swing = curve[1.0]["win_fraction"] - curve[-1.0]["win_fraction"]
+            cand.val_margin_swing_at_1 = curve[1.0]["margin"] - curve[-1.0]["margin"]
+            cand.val_win_swing_at_1 = curve[1.0]["win_fraction"] - curve[-1.0]["win_fraction"]
             ppl = perplexity_curve(model, tokenizer, texts, vec, [-1.0, 1.0])
             cand.fluency_cost_at_1 = max(r["fluency_cost"] for r in ppl if r["multiplier"] != 0)
             cand.eligible = cand.fluency_cost_at_1 < MAX_FLUENCY_COST
             done.append((cand, vec))
     eligible = [d for d in done if d[0].eligible] or done
-    best, vec = max(eligible, key=lambda d: d[0].margin_swing)
+    best, vec = max(eligible, key=lambda d: d[0].val_margin_swing_at_1)
     safe = safe_multiplier(model, tokenizer, vec, texts)
     vec.meta["safe_multipliers"] = [-safe, safe]
     vec.meta["calibration"] = {

@@ -44,7 +44,7 @@ def test_calibrate_picks_the_best_eligible_candidate_and_records_it():
     grid = [(0, 1e-2, 1), (0, 3e-2, 1), (2, 1e-2, 1), (2, 3e-2, 1)]
     assert [(c.layer, c.lr, c.epochs) for c in res.candidates] == grid
     eligible = [c for c in res.candidates if c.eligible] or res.candidates
-    assert res.best.margin_swing == max(c.margin_swing for c in eligible)
+    assert res.best.val_margin_swing_at_1 == max(c.val_margin_swing_at_1 for c in eligible)
     assert res.vector.layer_ids == [res.best.layer]
     assert res.vector.meta["safe_multipliers"] == [-res.safe_multiplier, res.safe_multiplier]
     assert res.vector.meta["calibration"]["chosen"]["layer"] == res.best.layer
