@@ -33,6 +33,7 @@ from steerkit.data.readers import read_bipo_csv  # noqa: E402
 from steerkit.eval.calibrate import calibrate  # noqa: E402
 from steerkit.eval.config import EvalConfig  # noqa: E402
 from steerkit.eval.judges import EmbeddingJudge  # noqa: E402
+from steerkit.eval.metrics import CI, metric  # noqa: E402
 from steerkit.eval.paper import mc1_accuracy_curve, refusal_curve  # noqa: E402
 from steerkit.eval.report import evaluate_vector  # noqa: E402
 from steerkit.fileio import atomic_write_json  # noqa: E402
@@ -153,8 +154,13 @@ def fmt(x, spec="+.2f"):
     return "—" if x is None else format(x, spec)
 
 
+def shown(values: dict, key: str, name: str | None = None) -> str:
+    """A number of a summary (or comparison row) with its 95 % interval, as the metric shows it."""
+    return metric(name or key).show(values.get(key), values.get(key + CI))
+
+
 def write_results_md(calib: dict | None) -> None:
-    rows, extras, prompted = [], [], []
+    rows, extras, prompted, paired = [], [], [], []
     names = {
         "vector": "BiPO",
         "caa": "CAA (same norm)",
@@ -167,9 +173,15 @@ def write_results_md(calib: dict | None) -> None:
         r = json.loads(path.read_text())
         for c in r.get("comparison") or []:
             prompted.append(
-                f"| {r['behavior']} | {names.get(c['method'], c['method'])} | {fmt(c['margin_swing'])} | "
-                f"{fmt(c['margin_per_token_swing'], '+.3f')} | {fmt(c['win_swing'])} | {fmt(c['ab_swing'], '+.3f')} | "
-                f"{fmt(c['judge_swing'], '+.3f')} | {fmt(c['fluency_cost'], '.1%')} |"
+                f"| {r['behavior']} | {names.get(c['method'], c['method'])} | {shown(c, 'margin_swing')} | "
+                f"{shown(c, 'margin_per_token_swing')} | {shown(c, 'win_swing')} | {shown(c, 'ab_swing')} | "
+                f"{shown(c, 'judge_swing')} | {shown(c, 'fluency_cost_at_1')} |"
+            )
+        for c in r.get("paired") or []:
+            a, b = (names.get(x, x) for x in (c["a"], c["b"]))
+            paired.append(
+                f"| {r['behavior']} | {a} − {b} | {shown(c, 'margin_swing')} | {shown(c, 'margin_per_token_swing')} | "
+                f"{shown(c, 'win_swing')} | {c['n']} |"
             )
         for label, part, secs in (
             ("BiPO", r, r["bipo_seconds"] or 0),
@@ -177,9 +189,9 @@ def write_results_md(calib: dict | None) -> None:
         ):
             s = part["summary"]
             rows.append(
-                f"| {r['behavior']} | {label} | {r['epochs']} | {part['vector']['norm']:.2f} | {fmt(s['margin_swing'])} | "
-                f"{fmt(s['win_swing'])} | {fmt(s['ab_swing'], '+.3f')} | {fmt(s['judge_swing'], '+.3f')} | "
-                f"{fmt(s['fluency_cost_at_1'], '.1%')} | {'yes' if s['monotonic_margin'] else 'no'} | {secs:.0f} |"
+                f"| {r['behavior']} | {label} | {r['epochs']} | {part['vector']['norm']:.2f} | {shown(s, 'margin_swing')} | "
+                f"{shown(s, 'win_swing')} | {shown(s, 'ab_swing')} | {shown(s, 'judge_swing')} | "
+                f"{shown(s, 'fluency_cost_at_1')} | {'yes' if s['monotonic_margin'] else 'no'} | {secs:.0f} |"
             )
         for key in ("refusal", "mc1"):
             if key in r:
@@ -194,7 +206,8 @@ def write_results_md(calib: dict | None) -> None:
     lines = [
         f"Measured {time.strftime('%Y-%m-%d')} on the team's 2-core CPU (fp32) by "
         "`python experiments/paper_behaviors.py`; per-behavior JSON in `reports/results/`.",
-        "Swings are value at m = +2 minus value at m = −2 on held-out pairs; CAA is trained on the same",
+        "Swings are value at m = +2 minus value at m = −2 on held-out pairs, each with its 95 % interval in",
+        "brackets (a seeded bootstrap over the held-out pairs; `steerkit.eval.metrics`); CAA is trained on the same",
         "pairs at the same layer and scaled to the BiPO vector's norm. Judge = offline embedding judge",
         "(all-MiniLM-L6-v2) on greedy answers to 4 held-out questions. Fluency cost = perplexity increase",
         "on the neutral text set at |m| = 1 (worse of ±1). Training time includes the fast engine's cache.",
@@ -241,6 +254,19 @@ def write_results_md(calib: dict | None) -> None:
             "| behavior | method | margin swing | per-token swing | win swing | A/B swing | judge swing | fluency cost |",
             "|---|---|---:|---:|---:|---:|---:|---:|",
             *prompted,
+            "",
+        ]
+    if paired:
+        lines += [
+            "## Paired comparisons (the same held-out pairs)",
+            "",
+            "Each row is the mean over the held-out pairs of (a's swing − b's swing) on the same pair, with its",
+            "95 % interval: far tighter than the two separate intervals above suggest, because both methods meet",
+            "the same pairs. An interval that contains 0 means these pairs cannot tell the two apart.",
+            "",
+            "| behavior | comparison | margin swing | per-token swing | win swing | pairs |",
+            "|---|---|---:|---:|---:|---:|",
+            *paired,
             "",
         ]
     if extras:

@@ -132,7 +132,9 @@ def _check(
 ) -> Check:
     outcome = _test(est, threshold, higher)
     need = pairs_needed(est, threshold) if outcome == "unclear" and est is not None else None
-    if outcome == "unclear":
+    if outcome == "unclear" and est is not None and est.ci95 is None:
+        detail += " — one value has no interval: more data would tell"
+    elif outcome == "unclear":
         detail += (
             f" — the interval reaches over {threshold:+.3g}: about {need} held-out pairs would tell"
             if need

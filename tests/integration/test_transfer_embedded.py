@@ -17,10 +17,11 @@ from steerkit.eval.transfer import (
     transfer_report,
     write_transfer_report,
 )
+from steerkit.recipes import recipe_for
 from steerkit.stages.derive import derive
 from steerkit.stages.train import train_vector
 from steerkit.train.adapter import DERIVE_JSON, load_target
-from steerkit.train.config import BipoConfig, LoraConfig
+from steerkit.train.config import BipoConfig
 
 from ..conftest import REPO
 
@@ -37,7 +38,7 @@ def test_lora_transfer_of_a_caa_vector(embedded, tmp_path):
         [SEED / "train.jsonl"],
         tmp_path / "lora",
         model=embedded,
-        cfg=LoraConfig(steps=20, lr=1e-3, batch_size=2),
+        cfg=recipe_for(embedded.name).derive,  # the recipe's 6 steps: what the pipeline's derive stage runs
         limit=24,
         probe_texts=tmp_path / "probe.txt",
     )
@@ -75,7 +76,8 @@ def test_lora_transfer_of_a_caa_vector(embedded, tmp_path):
     assert report["base"]["summary"]["margin_swing"] > 0
     for name in ("lora:unmerged", "lora:merged"):
         t = report["targets"][name]
-        assert set(t["retention"]) == set(RETENTION_METRICS) and t["retention"]["margin_swing"] is not None
+        assert set(t["retention"]) == set(RETENTION_METRICS) | {k + "_ci95" for k in RETENTION_METRICS}
+        assert t["retention"]["margin_swing"] is not None and t["retention"]["margin_swing_ci95"] is not None
         assert t["retention"]["margin_swing"] > 0.5 and t["shift"]["moved"]
     a, b = report["targets"]["lora:unmerged"]["margin"], report["targets"]["lora:merged"]["margin"]
     for x, y in zip(a, b):

@@ -177,3 +177,35 @@ def prefect_api():
 
     with prefect_test_harness(server_startup_timeout=90):
         yield
+
+
+# ----------------------------------------------------------------------- the first run, kept
+#: what test_flow.py's first run made (dvc.lock, the catalog, the release history), kept for the Dask test to
+#: compare its run with: one threads-runner run of the tiny project serves both
+_FIRST_RUN: dict[str, Path] = {}
+KEPT = ("dvc.lock", "vectors/catalog.json", "vectors/releases.json")
+
+
+def keep_first_run(project: Path, into: Path) -> Path:
+    """Copy what a first run of the tiny project made to ``into``, for :func:`first_run`."""
+    for rel in KEPT:
+        (into / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(project / rel, into / rel)
+    _FIRST_RUN.setdefault("root", into)
+    return into
+
+
+@pytest.fixture(scope="session")
+def first_run(tmp_path_factory, tiny_model_dir, prefect_api) -> Path:
+    """The tiny project's first threads-runner run (what test_flow.py's first test kept, else a run made here)."""
+    if "root" not in _FIRST_RUN:  # this module alone: make the reference
+        root = make_project(tmp_path_factory.mktemp("first-run") / "proj", tiny_model_dir)
+        cwd = os.getcwd()
+        try:
+            os.chdir(root)
+            summary = load_flows(root).run_pipeline(root=str(root), retries=0)
+        finally:
+            os.chdir(cwd)
+        assert summary["ok"], summary["message"]
+        keep_first_run(root, tmp_path_factory.mktemp("first-run-kept"))
+    return _FIRST_RUN["root"]

@@ -1,12 +1,14 @@
 """The flow on a real Dask cluster of worker *processes*, started the way a cluster's nodes start them
 (``dask worker ADDRESS``, from another working folder), against one Prefect API.
 
-1. the reference: the same tiny project run by the threads runner in this process;
-2. the cluster run, GPU stages asking for ``GPU=1`` (one worker has it, one does not), and the GPU
+The reference is the same tiny project's first run on the threads runner (test_flow.py's, kept for the session;
+run here when this module runs alone).
+
+1. the cluster run, GPU stages asking for ``GPU=1`` (one worker has it, one does not), and the GPU
    worker's process SIGKILLed in the middle of a training stage: the stage dies with it, Dask runs
    it again on the restarted worker, the run completes, and its outputs, ``dvc.lock`` and catalog
    are those of the threads run; every model stage ran on the GPU worker;
-3. a stage that fails on the cluster (retries exhausted): nothing committed, catalog unchanged.
+2. a stage that fails on the cluster (retries exhausted): nothing committed, catalog unchanged.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from steerkit.catalog.releases import History
 
 from .conftest import BEHAVIORS, dvc_status, load_flows, make_project, tool_env, write_params
 
@@ -67,9 +71,9 @@ def cluster(prefect_api, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def projects(tmp_path_factory, tiny_model_dir, prefect_api):
-    base = tmp_path_factory.mktemp("dask")
-    return make_project(base / "threads", tiny_model_dir), make_project(base / "cluster", tiny_model_dir)
+def projects(tmp_path_factory, tiny_model_dir, first_run):
+    """The threads runner's first run of the tiny project (kept from test_flow.py) and a fresh project."""
+    return first_run, make_project(tmp_path_factory.mktemp("dask") / "cluster", tiny_model_dir)
 
 
 def stage_pids(stage: str, name: str) -> list[int]:
@@ -116,15 +120,7 @@ def catalog_view(root: Path) -> list:
     )
 
 
-def test_1_the_threads_runner_reference(projects, monkeypatch):
-    threads_root, _ = projects
-    monkeypatch.chdir(threads_root)
-    summary = load_flows(threads_root).run_pipeline(root=str(threads_root), retries=0)
-    assert summary["ok"], summary["message"]
-    assert {p["worker"] for p in summary["placement"].values()} == {None}  # not on Dask
-
-
-def test_2_worker_processes_survive_a_killed_worker_and_agree_with_threads(projects, cluster, monkeypatch):
+def test_1_worker_processes_survive_a_killed_worker_and_agree_with_threads(projects, cluster, monkeypatch):
     threads_root, root = projects
     monkeypatch.chdir(root)
     killed: list = []
@@ -143,16 +139,29 @@ def test_2_worker_processes_survive_a_killed_worker_and_agree_with_threads(proje
     model_stages = {a: p for a, p in placement.items() if spec(a.split("@")[0]).device}
     assert f"train@{A}" in model_stages and {p["worker"] for p in model_stages.values()} == {"gpu-0"}
     # the same results as the threads runner, byte for byte: every stage's deps and outs in dvc.lock (the
-    # catalog's own file differs only by its project's provenance: git revision and file times)
+    # catalog's own file differs only by its project's provenance: git revision and file times; the release
+    # history the gates read records when and by whom each release was made: the same releases otherwise)
     lock, ref = (yaml.safe_load((r / "dvc.lock").read_text())["stages"] for r in (root, threads_root))
     assert lock.keys() == ref.keys() and len(lock) == 2 * 5 + 3
-    assert {k: v for k, v in lock.items() if k != "catalog"} == {k: v for k, v in ref.items() if k != "catalog"}
+
+    def timeless(stages: dict) -> dict:
+        return {
+            k: {**v, "deps": [d for d in v.get("deps", []) if d["path"] != "vectors/releases.json"]}
+            for k, v in stages.items()
+            if k != "catalog"
+        }
+
+    assert timeless(lock) == timeless(ref)
     assert lock["catalog"]["deps"] == ref["catalog"]["deps"]
+    events = [
+        [(e.event, e.behavior, e.version, e.sha256) for e in History.load(r).events] for r in (root, threads_root)
+    ]
+    assert events[0] == events[1] and events[0]
     assert catalog_view(root) == catalog_view(threads_root)
     assert dvc_status(root) == {}
 
 
-def test_3_a_failed_stage_on_the_cluster_commits_nothing(projects, cluster, monkeypatch):
+def test_2_a_failed_stage_on_the_cluster_commits_nothing(projects, cluster, monkeypatch):
     _, root = projects
     monkeypatch.chdir(root)
     lock, catalog = (root / "dvc.lock").read_bytes(), (root / "vectors/catalog.json").read_bytes()

@@ -25,6 +25,8 @@ def test_flow_on_the_embedded_model_then_dvc_has_nothing_to_do(tmp_path, prefect
     params = tiny_params(tmp_path)
     params["model"] = {"spec": "smollm2-135m-instruct", "dir": "smollm2-135m-instruct"}
     params["train"] = {"layer": 15, "epochs": 1, "lr": 0.005, "warmup_steps": 2, "baseline": "none"}
+    for b in BEHAVIORS:  # the tiny project's per-behavior training is for the tiny model
+        params["behaviors"][b]["train"] = {}
     params["evaluate"].update(multipliers=[-2, 0, 2], limit=4)
     params["derive"].update(steps=2, max_length=32)
     params["transfer"] = {"multipliers": [-2, 2], "limit": 2}

@@ -23,7 +23,7 @@ import shutil
 import pytest
 import yaml
 
-from .conftest import BEHAVIORS, dvc, dvc_status, load_flows, make_project, run, write_params
+from .conftest import BEHAVIORS, dvc, dvc_status, keep_first_run, load_flows, make_project, run, write_params
 
 A, B = BEHAVIORS
 
@@ -57,7 +57,7 @@ def artifacts(key: str) -> list:
         return client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
 
 
-def test_1_first_run_retries_commits_and_agrees_with_dvc(project, flows, monkeypatch):
+def test_1_first_run_retries_commits_and_agrees_with_dvc(project, flows, monkeypatch, tmp_path_factory):
     from steerkit.pipeline import run as stage_runner
 
     real = stage_runner.stage_process
@@ -120,6 +120,7 @@ def test_1_first_run_retries_commits_and_agrees_with_dvc(project, flows, monkeyp
 
     # DVC agrees: nothing to do
     assert dvc_status(project) == {}
+    keep_first_run(project, tmp_path_factory.mktemp("first-run-kept"))  # the Dask test's reference
     assert "Data and pipelines are up to date" in dvc(project, "repro", "--dry").stdout
     # the artifacts a person reads in the Prefect UI
     table = artifacts("steerkit-pipeline-table")
@@ -190,7 +191,7 @@ def test_5_dvc_exp_run_temp_tries_a_layer_and_leaves_the_workspace_alone(project
     run(["git", "add", "-A"], project)
     run(["git", "commit", "-q", "-m", "pipeline outputs recorded"], project)
     before = {p: (project / p).read_bytes() for p in ("params.yaml", "dvc.lock", "vectors/catalog.json")}
-    dvc(project, "exp", "run", "--temp", "-S", "train.layer=2")
+    dvc(project, "exp", "run", "--temp", "-S", "train.layer=2", f"evaluate@{A}")  # one chain: train, evaluate
     rows = list(csv.DictReader(io.StringIO(dvc(project, "exp", "show", "--csv").stdout)))
 
     def col(row: dict, name: str) -> str:  # `dvc exp show` prefixes a column with its file when names clash
