@@ -48,12 +48,15 @@ def stage_task(
     upstream: Any = None,
     threads: int = 0,
     placement: devices.Devices | None = None,
+    recheck: bool = False,
 ) -> dict[str, Any]:
     """One stage, once per flow run, in its own process on a leased device (``commands``, ``inputs``,
-    ``upstream``: the cache key); its outputs' hashes and where and when it ran."""
+    ``upstream``: the cache key); its outputs' hashes and where and when it ran. ``recheck``: skipped when
+    its inputs hash the same once its upstream ran."""
     os.chdir(root)  # paths in params.yaml and the outputs are relative to the project root
     node = graph.node(load_params(params), stage, name)
-    return flow_stage(node, root, params, threads, get_run_logger().info, placement, str(runtime.flow_run.id))
+    log, run_id = get_run_logger().info, str(runtime.flow_run.id)
+    return flow_stage(node, root, params, threads, log, placement, run_id, recheck)
 
 
 @flow(name=FLOW_NAME, log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=2))
@@ -93,6 +96,7 @@ def pipeline(
             futures[t.node.address] = task_.submit(
                 t.node.stage, t.node.name, root, params, t.node.argv, t.inputs,
                 upstream=[futures[u.address] for u in t.upstream], threads=threads, placement=placement,
+                recheck=t.recheck,
             )  # fmt: skip
     wait(list(futures.values()))
 
@@ -107,8 +111,7 @@ def pipeline(
             out.committed += ran
         catalog = graph.node(p, "catalog")
         if plan.catalog_due(force, stale, bool(futures), catalog.outs[0]):
-            history = plan.history_state()
-            inputs = {d: sha256_tree(d) for d in catalog.deps}
+            history, inputs = plan.history_state(), {d: sha256_tree(d) for d in catalog.deps}
             state = base.with_options(refresh_cache=True)(
                 "catalog", None, root, params, catalog.argv, inputs, threads=threads, placement=placement,
                 return_state=True,
@@ -116,7 +119,6 @@ def pipeline(
             out.record("catalog", state)
             out.catalog_rebuilt = "catalog" not in out.failed
             if out.catalog_rebuilt and commit and known is not None and "catalog" in known:
-                # the gates' decisions were acted on: the history they read changed by their own releases
                 regated = plan.gates_released_by_the_catalog(known, history)
                 dvc.commit(root, ["catalog", *regated])
                 out.committed += ["catalog", *regated]

@@ -99,6 +99,35 @@ def check(
     console.print(f"[green]✓[/] {params} is valid")
 
 
+@pipeline_app.command("code")
+@command()
+def code(
+    dvc_yaml: Path = typer.Option(Path("dvc.yaml"), "--dvc-yaml", help="The pipeline file whose code lists to check."),
+    write: bool = typer.Option(False, "--write", help="Rewrite its code lists to what the stages import now."),
+) -> None:
+    """The source files each stage runs (its DVC deps: a code change reruns the stages it touches, a docs or
+    CLI change does not); with --write, bring dvc.yaml's lists up to date after imports changed."""
+    from ..errors import SteerkitError
+    from ..fileio import atomic_write_text
+    from ..pipeline.code import stage_code, with_code_deps
+
+    for s in graph.STAGE_NAMES:
+        console.print(f"{s}: {len(stage_code(s))} files", highlight=False)
+    text = dvc_yaml.read_text(encoding="utf-8")
+    fresh = with_code_deps(text)
+    if fresh == text:
+        console.print(f"[green]✓[/] {dvc_yaml}'s code lists are up to date")
+    elif write:
+        atomic_write_text(dvc_yaml, fresh)
+        console.print(f"[green]✓[/] {dvc_yaml}: code lists rewritten")
+    else:
+        raise SteerkitError(
+            "the code lists in dvc.yaml are not what the stages import now",
+            where=str(dvc_yaml),
+            fix="run `steerkit pipeline code --write` and commit dvc.yaml",
+        )
+
+
 @pipeline_app.command("run")
 @command()
 def run(

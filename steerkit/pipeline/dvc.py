@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -49,6 +50,24 @@ def stale(root: str | Path) -> tuple[set[str], set[str]] | None:
                     out |= {stage.addressing} | {s.addressing for s in nx.ancestors(graph, stage)}
             known = {s.addressing for s in graph.nodes}
     return out, known
+
+
+def up_to_date(root: str | Path, address: str, attempts: int = 20) -> bool:
+    """Whether DVC finds stage ``address`` up to date now (its deps, params and outs as dvc.lock records them).
+
+    Asked of a stage once its upstream has run: an upstream that rewrote the same bytes leaves it up to date.
+    Another process holding the repository's lock (a Dask worker asking at the same moment) is waited for.
+    """
+    from dvc.lock import LockError
+    from dvc.repo import Repo
+
+    for attempt in range(attempts):
+        try:
+            with _LOCK, _quiet(), Repo(str(root)) as repo:
+                return not repo.status(targets=[address])
+        except LockError:
+            time.sleep(0.5 + 0.1 * attempt)
+    return False  # could not ask: run it
 
 
 def commit(root: str | Path, targets: list[str]) -> None:

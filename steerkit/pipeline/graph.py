@@ -9,6 +9,7 @@ and checks they reach the stage functions with the same arguments).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from ..layout import (
     vector_path,
     vectors_dir,
 )
+from .code import stage_code
 from .params import Behavior, Params
 
 
@@ -347,6 +349,10 @@ def names(p: Params, stage: str, groups: tuple[str, ...] = ()) -> list[str | Non
 
 def node(p: Params, stage: str, name: str | None = None, groups: tuple[str, ...] = ()) -> Node:
     """One stage instance; a missing or unknown name is a StageError that lists the known ones."""
+    return _with_code(_node(p, stage, name, groups))
+
+
+def _node(p: Params, stage: str, name: str | None, groups: tuple[str, ...]) -> Node:
     s = spec(stage)
     if s.over and not name:
         raise StageError(
@@ -368,6 +374,11 @@ def node(p: Params, stage: str, name: str | None = None, groups: tuple[str, ...]
 def nodes(p: Params, groups: tuple[str, ...] = ()) -> list[Node]:
     """Every stage instance of the pipeline, in stage order."""
     return [node(p, s.name, n, groups) for s in STAGES for n in names(p, s.name, groups)]
+
+
+def _with_code(n: Node) -> Node:
+    """``n`` reading, besides its data, the source files of the code its stage runs (``steerkit.pipeline.code``)."""
+    return dataclasses.replace(n, deps=(*n.deps, *stage_code(n.stage)))
 
 
 def is_within(path: str, folder: str) -> bool:

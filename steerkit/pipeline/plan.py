@@ -1,9 +1,11 @@
 """What a flow run has to do: the graph's stage instances, which of them run, and what keys their cache.
 
 A stage runs when DVC reports it changed (or anything it reads changed), when DVC does not know
-it (an optional behavior), or with ``force``; everything downstream of a stage that runs, runs
-too. A task's cache key holds its command lines (its parameters), the hashes of the files it
-reads that no running task makes, and the results of the tasks it reads from.
+it (an optional behavior), or with ``force``. A stage downstream of one that runs is planned too,
+but only *rechecked*: once its upstream has run, it runs only if DVC then finds its inputs changed
+(an upstream that rewrote the same bytes changes nothing downstream, as under ``dvc repro``). A
+task's cache key holds its command lines (its parameters), the hashes of the files it reads that
+no running task makes (the code it runs among them), and the results of the tasks it reads from.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class Task:
     run: bool
     upstream: list[graph.Node]  # the running tasks it reads from
     inputs: dict[str, str | None]  # sha256 of what it reads that no running task makes
+    recheck: bool = False  # planned only for its upstream: skipped if its inputs hash the same once that ran
 
     @property
     def refresh(self) -> bool:
@@ -49,17 +52,30 @@ def make_plan(
     every = [n for n in graph.nodes(p, groups) if n.stage in ORDER]
     every.sort(key=lambda n: ORDER.index(n.stage))
     run: dict[str, bool] = {}
+    own: dict[str, bool] = {}
     for n in every:
-        needed = force or stale is None or n.address not in (known or set()) or n.address in stale
+        own[n.address] = (
+            force or stale is None or n.address not in (known or set()) or n.address in stale_only(n, stale, every)
+        )
         ups = graph.upstream(n, every)
-        run[n.address] = needed or any(run[u.address] for u in ups)
+        run[n.address] = own[n.address] or any(run[u.address] for u in ups)
     tasks = []
     for n in every:
         ups = [u for u in graph.upstream(n, every) if run[u.address]]
         made = {o for u in ups for o in u.outputs}
         reads = [d for d in n.deps if not any(graph.is_within(d, o) or graph.is_within(o, d) for o in made)]
-        tasks.append(Task(n, run[n.address], ups, {d: sha256_tree(d) for d in reads}))
+        recheck = run[n.address] and not own[n.address] and known is not None and n.address in known
+        tasks.append(Task(n, run[n.address], ups, {d: sha256_tree(d) for d in reads}, recheck))
     return tasks
+
+
+def stale_only(n: graph.Node, stale: set[str] | None, every: list[graph.Node]) -> set[str]:
+    """``stale`` as far as ``n`` is concerned: DVC reports a stage stale when anything upstream is; ``n`` itself
+    is stale on its own account only when no stage it reads from is (then its own inputs changed)."""
+    if not stale or n.address not in stale:
+        return set()
+    ups = graph.upstream(n, every)
+    return set() if any(u.address in stale for u in ups) else {n.address}
 
 
 def edited_outputs(results: dict[str, dict]) -> list[str]:

@@ -29,6 +29,7 @@ from ..stages.options import (
 )
 from ..train.config import BipoConfig, LoraConfig
 from .devices import Devices, pool
+from .dvc import up_to_date
 from .graph import Node, StageError, node, spec
 from .ledger import Ledger
 from .params import DEFAULT_PARAMS, Params, load_params
@@ -217,13 +218,23 @@ def flow_stage(
     log: Callable[[str], None],
     placement: Devices | None = None,
     run_id: str | None = None,
+    recheck: bool = False,
 ) -> dict[str, Any]:
     """One stage as a flow task runs it: at most once per flow run (``run_id``'s ledger), on a device leased
-    from ``placement``'s pool, in its own process. Returns its outputs' hashes and where and when it ran."""
+    from ``placement``'s pool, in its own process. Returns its outputs' hashes and where and when it ran.
+
+    ``recheck`` (planned only because an upstream ran): skipped, as ``dvc repro`` would, when DVC finds its
+    inputs unchanged now that the upstream has run (``skipped`` in the result)."""
     ledger = Ledger(root, run_id)
     if (done := ledger.finished(n.address)) is not None:
         log(f"✓ {n.address} already finished in this run (the worker holding its result was lost): not run again")
         return done
+    if recheck and up_to_date(root, n.address):
+        log(f"= {n.address}: its inputs hash the same after its upstream ran: skipped (as dvc repro would)")
+        outputs = {o: sha256_tree(Path(root) / o) for o in n.outputs}
+        result = {"stage": n.stage, "name": n.name, "outputs": outputs, "skipped": True}
+        ledger.record(n.address, result)
+        return result
     with pool(placement).lease(spec(n.stage).device, log) as lease:
         log(f"▶ {n.address} on {lease.device}")
         stage_process(n, root, params, threads, log, env=lease.env)

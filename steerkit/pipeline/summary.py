@@ -39,7 +39,9 @@ class Outcome:
     def record(self, address: str, state: Any) -> None:
         """A finished task's result, or why it has none (a Prefect state, read through its public methods)."""
         if state.is_completed():
-            self.results[address] = {**state.result(), "status": "cached" if state.name == "Cached" else "ran"}
+            result = state.result()
+            status = "cached" if state.name == "Cached" else "skipped" if result.get("skipped") else "ran"
+            self.results[address] = {**result, "status": status}
         elif not state.is_final():  # never started: a task it reads from failed
             self.failed[address] = "not run: a stage it depends on failed"
         else:
@@ -153,6 +155,7 @@ def message(out: Outcome, has_dvc: bool, commit: bool, seconds: float) -> str:
         )
     ran = sum(1 for r in out.results.values() if r["status"] == "ran")
     cached = sum(1 for r in out.results.values() if r["status"] == "cached")
+    skipped = sum(1 for r in out.results.values() if r["status"] == "skipped")
     dvc_note = (
         f"committed {len(out.committed)} stage(s) to dvc.lock"
         if out.committed
@@ -162,7 +165,11 @@ def message(out: Outcome, has_dvc: bool, commit: bool, seconds: float) -> str:
         if has_dvc
         else "no DVC repository: nothing committed"
     )
-    return f"done in {seconds:.0f} s: {ran} stage(s) ran, {cached} cached, {out.up_to_date} up to date; {dvc_note}"
+    skip_note = f", {skipped} skipped (inputs unchanged after their upstream ran)" if skipped else ""
+    return (
+        f"done in {seconds:.0f} s: {ran} stage(s) ran, {cached} cached{skip_note}, {out.up_to_date} up to date; "
+        f"{dvc_note}"
+    )
 
 
 def summarize(

@@ -121,6 +121,8 @@ def make_project(root: Path, model_dir: Path, git: bool = True) -> Path:
         shutil.copy(REPO / name, root / name)
     (root / "flows").mkdir(exist_ok=True)
     shutil.copy(REPO / "flows" / "pipeline.py", root / "flows" / "pipeline.py")
+    # the code the stages run is a dependency of theirs (dvc.yaml): the project holds it, as this repository does
+    shutil.copytree(REPO / "steerkit", root / "steerkit", ignore=shutil.ignore_patterns("__pycache__"))
     for b in BEHAVIORS:
         dest = root / "data" / "seed" / b
         dest.mkdir(parents=True, exist_ok=True)

@@ -138,6 +138,32 @@ def test_1_first_run_retries_commits_and_agrees_with_dvc(project, flows, monkeyp
     assert all("earlier run's decision" in g["gate"] for g in gate_rows(again))
 
 
+def test_1b_code_is_an_input_and_docs_are_not(project, flows):
+    """A line changed in BiPO makes the train stages (and what reads their vectors) stale, under DVC and in the
+    flow's plan; a README line changes nothing."""
+    from steerkit.pipeline import dvc as dvc_glue
+    from steerkit.pipeline import plan
+    from steerkit.pipeline.params import load_params
+
+    bipo = project / "steerkit" / "train" / "bipo.py"
+    original = bipo.read_text()
+    try:
+        (project / "README.md").write_text("a line about the project\n")
+        assert dvc_status(project) == {}
+        bipo.write_text(original + "\n# a fix to BiPO\n")
+        stale = set(dvc_status(project))
+        assert {f"train@{b}" for b in BEHAVIORS} <= stale and not any(s.startswith("prepare@") for s in stale)
+        assert "derive" not in stale  # it runs no BiPO code
+        view = dvc_glue.stale(str(project))
+        tasks = plan.make_plan(load_params(project / "params.yaml"), (), *view)
+        assert {t.node.address for t in tasks if t.run} >= {f"train@{b}" for b in BEHAVIORS}
+        assert not any(t.run for t in tasks if t.node.stage in ("prepare", "derive"))
+    finally:
+        bipo.write_text(original)
+        (project / "README.md").unlink()
+    assert dvc_status(project) == {}
+
+
 def test_2_dvc_repro_rebuilds_one_chain_and_then_the_flow_has_nothing_to_do(project, flows):
     before = {b: tree_hash(flows, project / f"vectors/tiny-llama/{b}") for b in BEHAVIORS}
     params = tiny_params_from(project)
@@ -219,3 +245,24 @@ def test_6_the_shipped_local_remote_pushes_and_pulls(project, flows):
 
 def tiny_params_from(project) -> dict:
     return yaml.safe_load((project / "params.yaml").read_text())
+
+
+def test_7_held_out_rows_that_prepare_drops_rerun_nothing_downstream(project, flows):
+    """Four held-out rows that duplicate training pairs: prepare drops them, its outputs are byte-identical, and
+    every stage downstream is skipped as ``dvc repro`` would skip it (not retrained, re-evaluated, re-gated)."""
+    seed = project / "data" / "seed" / A
+    test_file = seed / "test.jsonl"
+    original = test_file.read_text()
+    train_rows = (seed / "train.jsonl").read_text().splitlines()[:4]
+    pairs_before = (project / f"data/pairs/{A}/test.jsonl").read_bytes()
+    try:
+        test_file.write_text(original + "\n".join(train_rows) + "\n")
+        summary = flows.run_pipeline(root=str(project), retries=0)
+        assert summary["ok"], summary["message"]
+        assert (project / f"data/pairs/{A}/test.jsonl").read_bytes() == pairs_before
+        row = stages(summary, A)
+        assert row["prepare"] == "ran" and {row[s] for s in ("train", "evaluate", "gate", "transfer")} == {"skipped"}
+        assert "skipped (inputs unchanged after their upstream ran)" in summary["message"]
+        assert dvc_status(project) == {}
+    finally:
+        test_file.write_text(original)

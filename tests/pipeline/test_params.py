@@ -129,7 +129,9 @@ def test_dvc_resolves_the_shipped_pipeline():
     assert set(stages) == expected | {"derive", "compose@power-wealth", "catalog"}
     train = stages["train@wealth-seeking"]
     assert train.cmd == "steerkit pipeline stage train wealth-seeking"
-    assert [d.def_path for d in train.deps if not hasattr(d, "params")] == ["data/pairs/wealth-seeking/train.jsonl"]
+    data_deps = [d.def_path for d in train.deps if not hasattr(d, "params") and not d.def_path.startswith("steerkit/")]
+    assert data_deps == ["data/pairs/wealth-seeking/train.jsonl"]
+    assert "steerkit/train/bipo.py" in {d.def_path for d in train.deps}  # and the code it runs
     assert [o.def_path for o in train.outs] == ["vectors/smollm2-135m-instruct/wealth-seeking"]
     ev = stages["evaluate@power-seeking"]
     assert {o.def_path: (o.metric, bool(o.plot)) for o in ev.outs} == {
@@ -137,7 +139,7 @@ def test_dvc_resolves_the_shipped_pipeline():
         "reports/eval/smollm2-135m-instruct/power-seeking.png": (False, True),
     }
     prep = stages["prepare@power-seeking"]
-    assert [d.def_path for d in prep.deps if not hasattr(d, "params")] == [
+    assert [d.def_path for d in prep.deps if not hasattr(d, "params") and "steerkit/" not in d.def_path] == [
         "data/seed/power-seeking/train.jsonl",
         "data/seed/power-seeking/test.jsonl",
     ]
