@@ -26,6 +26,7 @@ from ..errors import SteerkitError
 from ..fileio import atomic_write_json, exclusive, sha256_bytes
 from ..layout import catalog_path, released_dir, report_name, report_path
 from ..vector import SteeringVector, read_header
+from . import schemas
 from .index import Catalog, CatalogEntry, CatalogError, as_range
 from .provenance import dvc_version, git_head, read_dvc_lock, relpath_in
 from .releases import History
@@ -173,7 +174,10 @@ def rebuild_catalog(root: str | os.PathLike = ".", path: str | os.PathLike | Non
     path = Path(path) if path is not None else catalog_path(root)
     with _locked(path):
         catalog = build_catalog(root)
-        atomic_write_json(path, catalog.to_dict())
+        written = catalog.to_dict()
+        for i, entry in enumerate(written["entries"]):  # what applications read keeps to its published schema
+            schemas.validate("catalog-entry", entry, f"{path}: entries[{i}]")
+        atomic_write_json(path, written)
     catalog.where = str(path)
     return catalog
 

@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Literal
 
 from ..errors import ChecksumError, DataError, SteerkitError, option, setting
 from ..fileio import sha256_bytes
@@ -66,7 +66,7 @@ class CatalogEntry:
     steerkit_version: str | None = None
     format_version: int = 1
     positions: str = "all"  # where the vector is meant to be added: all, prompt or generated
-    channel: str | None = None  # candidate (the pipeline's latest) or stable (released); None: a 0.1 catalog
+    channel: Literal["candidate", "stable"] | None = None  # candidate (the pipeline's latest) or stable; None: 0.1
     version: int | None = None  # the release number (a candidate that was never released has none)
     off_target: dict[str, Any] = field(default_factory=dict)  # its swing on other behaviors' held-out pairs
     dose_response: list[dict[str, Any]] | None = None  # margin, win fraction, fluency cost per multiplier

@@ -28,7 +28,7 @@ from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ..errors import ChecksumError, DataError
 from ..fileio import atomic_write_bytes, atomic_write_json, exclusive, sha256_bytes
@@ -37,7 +37,7 @@ from ..layout import released_path, releases_path
 log = logging.getLogger(__name__)
 
 FORMAT = "steerkit.releases"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: a rollback records the version it rolled back from
 EVENTS = ("promote", "rollback")
 LOCK_TIMEOUT_S = 120.0
 
@@ -59,7 +59,7 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 class Release:
     """One event of the history: ``version`` of (behavior, model, method) became stable."""
 
-    event: str  # promote | rollback
+    event: Literal["promote", "rollback"]
     behavior: str
     model: str
     method: str

@@ -289,6 +289,24 @@ def rollback_cmd(
     console.print(f"[green]✓[/] {behavior} ({model_dir}, {method}): back to v{release.version} ({release.why})")
 
 
+@catalog_app.command("schemas")
+@command()
+def schemas_cmd(
+    out: Optional[Path] = typer.Option(
+        None, "--out", "-o", help="Write the JSON Schemas into this folder (e.g. docs/schemas) instead of listing them."
+    ),
+) -> None:
+    """The JSON Schemas of what applications read: a catalog entry, a release event, a gate report."""
+    from ..catalog import schemas
+
+    if out is not None:
+        for path in schemas.write(out):
+            console.print(f"[green]✓[/] {path}", highlight=False)
+        return
+    for name, (_, version, what) in schemas.TYPES.items():
+        console.print(f"{name} v{version}: {what} — {schemas.SHIPPED / schemas.file_name(name)}", highlight=False)
+
+
 @catalog_app.command("show")
 @command()
 def show(

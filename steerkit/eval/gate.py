@@ -28,7 +28,13 @@ still runs, and the reasons say when stable itself fails one).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import (
+    Any,
+    Literal,
+    NotRequired,  # pydantic builds the schema from it on Python 3.11
+)
+
+from typing_extensions import TypedDict
 
 from .config import GateConfig
 from .metrics import metric
@@ -36,6 +42,8 @@ from .stats import Estimate, pairs_needed
 
 OUTCOMES = ("pass", "fail", "unclear")
 DECISIONS = ("promote", "hold", "inconclusive", "unchanged")
+#: the gate report's format: 2 = three outcomes (promote, hold, inconclusive) from intervals; paired comparisons
+GATE_FORMAT_VERSION = 2
 
 
 @dataclass
@@ -267,6 +275,74 @@ def decide(
     if any(c.outcome == "unclear" for c in required):
         return Decision("inconclusive", checks)
     return Decision("promote", checks)
+
+
+# ------------------------------------------------------------------------------- the report's type
+class CheckRecord(TypedDict):
+    """One check as the gate report keeps it."""
+
+    name: str
+    outcome: Literal["pass", "fail", "unclear"]
+    passed: bool
+    required: bool
+    detail: str
+    value: float | None
+    ci95: list[float] | None
+    threshold: float | None
+    pairs_needed: int | None
+
+
+class CandidateRecord(TypedDict):
+    path: str
+    sha256: str
+    summary: dict[str, Any]
+
+
+class StableRecord(TypedDict):
+    version: int
+    sha256: str
+    summary: dict[str, Any] | None  # None: not measured (the held-out set changed)
+    released: str
+    judged_on: str | None  # the held-out set it was released on (None: promoted by hand without a gate)
+
+
+class FrozenSet(TypedDict):
+    path: str
+    sha256: str
+    n_test: int
+    stable_sha256: str | None
+    changed: str | None
+
+
+class GateReport(TypedDict):
+    """``reports/gate/<model>/<behavior>.json``: what the gate decided, and every number behind it.
+
+    Downstream tools read ``decision`` (promote, hold, inconclusive, unchanged), ``reasons`` and ``checks``;
+    the catalog stage releases on ``decision`` = promote if stable is still ``stable`` (its sha256).
+    """
+
+    kind: Literal["gate"]
+    format_version: int
+    behavior: str
+    model: str
+    method: str
+    decision: Literal["promote", "hold", "inconclusive", "unchanged"]
+    reasons: list[str]
+    pairs_needed: int | None
+    checks: list[CheckRecord]
+    stable_fails: NotRequired[list[str]]
+    candidate: CandidateRecord
+    stable: StableRecord | None
+    caa: dict[str, Any] | None
+    prompt: dict[str, Any] | None
+    comparison: list[dict[str, Any]] | None
+    paired: dict[str, dict[str, Any]]
+    frozen_set: FrozenSet
+    off_target: dict[str, dict[str, Any]]
+    dose_response: list[dict[str, Any]]
+    safe_range: list[float] | None
+    evaluation: str
+    config: dict[str, dict[str, Any]]
 
 
 def safe_range(perplexity: list[dict[str, Any]], max_cost: float) -> list[float] | None:

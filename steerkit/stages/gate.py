@@ -26,14 +26,12 @@ from ..errors import DataError
 from ..eval import metrics
 from ..eval.config import EvalConfig, GateConfig
 from ..eval.curves import margin_curve, pair_runner
-from ..eval.gate import Evidence, decide, dose_response, safe_range
+from ..eval.gate import GATE_FORMAT_VERSION, Evidence, GateReport, decide, dose_response, safe_range
 from ..eval.report import evaluate_vector, scale_to_norm
 from ..fileio import atomic_write_json, sha256_file
 from ..layout import report_path
 from ..models import LoadedModel, load_model
 from ..vector import SteeringVector
-
-GATE_FORMAT_VERSION = 2  # 2: three outcomes (promote, hold, inconclusive) from intervals; paired comparisons
 
 
 @dataclass
@@ -203,7 +201,7 @@ def gate(
         )
         if part is not None
     }
-    gated = {
+    gated: GateReport = {
         "kind": "gate",
         "format_version": GATE_FORMAT_VERSION,
         "behavior": behavior,

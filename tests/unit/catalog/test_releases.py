@@ -65,6 +65,18 @@ def nightly(root: Path, lm: LoadedModel, epochs: int | None, retrain: bool = Tru
     return gated, catalog(root, gates="reports/gate/tiny")
 
 
+def valid(gated, root: Path):
+    """Every file the release path wrote keeps to its published schema."""
+    from dataclasses import asdict
+
+    from steerkit.catalog import schemas
+
+    schemas.validate("gate-report", json.loads(gated.json.read_text()), str(gated.json))
+    for i, e in enumerate(History.load(root).events):
+        schemas.validate("release-event", asdict(e), f"events[{i}]")
+    return gated
+
+
 def stable_bytes(root: Path) -> bytes:
     cat = Catalog.open(root)
     return cat.read_bytes(cat.find(B, channel="stable"))
@@ -73,7 +85,7 @@ def stable_bytes(root: Path) -> bytes:
 def test_weaker_held_stronger_promoted_rollback_restores(project):
     root, lm = project
     first, built = nightly(root, lm, epochs=3)
-    assert first.decision == "promote" and built.outcomes[0].released and built.outcomes[0].version == 1
+    assert valid(first, root).decision == "promote" and built.outcomes[0].released and built.outcomes[0].version == 1
     v1 = (root / VECTOR).read_bytes()
     assert stable_bytes(root) == v1
     stable = Catalog.open(root).find(B)  # the default channel is stable: what applications load
@@ -82,7 +94,7 @@ def test_weaker_held_stronger_promoted_rollback_restores(project):
     assert json.loads((root / "reports/gate/tiny" / f"{B}.json").read_text())["frozen_set"]["n_test"] == 12
 
     weak, built = nightly(root, lm, epochs=1)  # a fraction of the epochs
-    assert weak.decision == "hold", weak.report["checks"]
+    assert valid(weak, root).decision == "hold", weak.report["checks"]
     assert any("stable v1" in r for r in weak.report["reasons"])
     assert weak.report["stable"]["summary"]["margin_swing"] > weak.report["candidate"]["summary"]["margin_swing"]
     assert not built.outcomes[0].released and built.outcomes[0].version == 1
@@ -108,6 +120,7 @@ def test_weaker_held_stronger_promoted_rollback_restores(project):
     old = Catalog.open(root)
     assert old.read_bytes(old.find(B, version=2)) == v2  # an older version stays loadable by number
     assert events[-1].rolled_back_from == 2
+    valid(again, root)
     with pytest.raises(ReleaseError, match="no version before v1"):
         rollback(root, B, "tiny")
     # the nightly run after the rollback: v2's file is still the candidate, and still beats v1 — but a person
