@@ -16,20 +16,25 @@ from typing import Any
 
 from steerkit.errors import SteerkitError
 from steerkit.fileio import sha256_tree
-from steerkit.pipeline import devices, dvc, graph, plan
+from steerkit.pipeline import devices, dvc, events, graph, plan
 from steerkit.pipeline import summary as report
 from steerkit.pipeline.flowfile import deployment_settings
 from steerkit.pipeline.ledger import Ledger
 from steerkit.pipeline.lock import holds_project_lock
 from steerkit.pipeline.params import load_params
-from steerkit.pipeline.run import flow_stage, offline_env
+from steerkit.pipeline.run import flow_stage, offline_env, retry_condition
 
 offline_env(Path(__file__).resolve().parents[1])  # before prefect reads its settings
 
-from prefect import flow, get_run_logger, runtime, task  # noqa: E402
-from prefect.artifacts import create_markdown_artifact, create_table_artifact  # noqa: E402
+from prefect import (  # noqa: E402
+    artifacts,
+    flow,
+    get_run_logger,
+    runtime,
+    task,
+)
 from prefect.cache_policies import INPUTS, TASK_SOURCE  # noqa: E402
-from prefect.futures import wait  # noqa: E402
+from prefect.futures import as_completed  # noqa: E402
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
 FLOW_NAME = "steerkit-pipeline"
@@ -37,7 +42,8 @@ ARTIFACT_KEY = "steerkit-pipeline"
 CACHE = (INPUTS - "threads" - "placement") + TASK_SOURCE  # a stage's command lines, input hashes, upstream results
 
 
-@task(name="stage", task_run_name="{stage}[{name}]", cache_policy=CACHE, persist_result=True)
+@task(name="stage", task_run_name="{stage}[{name}]", cache_policy=CACHE, persist_result=True,
+      retry_condition_fn=retry_condition)  # fmt: skip
 def stage_task(
     stage: str,
     name: str | None,
@@ -87,7 +93,6 @@ def pipeline(
     log.info("plan: %s", ", ".join(f"{t.node.address}={'run' if t.run else 'up to date'}" for t in tasks))
     if foreign := sorted((stale or set()) - {t.node.address for t in tasks} - {"catalog"}):
         log.warning("dvc.yaml stages this flow does not run are out of date (`dvc repro` them): %s", foreign)
-
     futures: dict[str, Any] = {}
     base = stage_task.with_options(retries=retries, retry_delay_seconds=retry_delay_seconds)
     for t in (t for t in tasks if t.run):  # in stage order; a task waits for the futures it reads from
@@ -98,7 +103,9 @@ def pipeline(
                 upstream=[futures[u.address] for u in t.upstream], threads=threads, placement=placement,
                 recheck=t.recheck,
             )  # fmt: skip
-    wait(list(futures.values()))
+    progress = artifacts.create_progress_artifact(0.0, key=ARTIFACT_KEY + "-progress", description="stages done")
+    for done, _ in enumerate(as_completed(list(futures.values())), 1):
+        artifacts.update_progress_artifact(progress, 100.0 * done / len(futures))
 
     out = report.Outcome(up_to_date=sum(not t.run for t in tasks))
     for address, future in futures.items():
@@ -112,10 +119,9 @@ def pipeline(
         catalog = graph.node(p, "catalog")
         if plan.catalog_due(force, stale, bool(futures), catalog.outs[0]):
             history, inputs = plan.history_state(), {d: sha256_tree(d) for d in catalog.deps}
-            state = base.with_options(refresh_cache=True)(
-                "catalog", None, root, params, catalog.argv, inputs, threads=threads, placement=placement,
-                return_state=True,
-            )  # fmt: skip
+            again = base.with_options(refresh_cache=True)  # the catalog: after the commit, never from the cache
+            state = again("catalog", None, root, params, catalog.argv, inputs, threads=threads, placement=placement,
+                          return_state=True)  # fmt: skip
             out.record("catalog", state)
             out.catalog_rebuilt = "catalog" not in out.failed
             if out.catalog_rebuilt and commit and known is not None and "catalog" in known:
@@ -124,14 +130,13 @@ def pipeline(
                 out.committed += ["catalog", *regated]
     Ledger(root, str(runtime.flow_run.id)).close()  # the run's stages have ended: nothing will run them again
     summary = report.summarize(p, out, view is not None, commit, time.perf_counter() - t0, root, groups, started)
+    events.emit(events.gate_events(p.model.dir, summary["rows"]))  # what automations act on: a held vector
     for key, table, what in (
         ("-table", report.table_rows(summary), f"steerkit pipeline on {summary['model']}: {summary['message']}"),
         ("-release", report.gate_rows(summary), "release gate: promoted / held per behavior, and why"),
     ):
-        create_table_artifact(table=table, key=ARTIFACT_KEY + key, description=what)
-    create_markdown_artifact(
-        markdown=report.markdown(summary), key=ARTIFACT_KEY + "-report", description="steerkit pipeline summary"
-    )
+        artifacts.create_table_artifact(table=table, key=ARTIFACT_KEY + key, description=what)
+    artifacts.create_markdown_artifact(report.markdown(summary), key=ARTIFACT_KEY + "-report", description="summary")
     if not summary["ok"]:
         raise report.PipelineFailed(summary["message"], summary)
     log.info(summary["message"])
@@ -140,18 +145,15 @@ def pipeline(
 
 def task_runner(runner: str = "threads", workers: int = 2, dask_address: str | None = None) -> Any:
     """threads (default), or Dask: a local cluster of ``workers`` threads in this process, or ``dask_address``."""
-    if runner == "threads" and not dask_address:
-        return ThreadPoolTaskRunner(max_workers=workers)
     if runner not in ("threads", "dask"):
         raise SteerkitError(f"unknown task runner {runner!r}", where="runner", fix="use threads or dask")
+    if runner == "threads" and not dask_address:
+        return ThreadPoolTaskRunner(max_workers=workers)
     from prefect_dask import DaskTaskRunner  # a dependency of steerkit
 
-    if dask_address:
-        return DaskTaskRunner(address=dask_address)
-    # Threads in one process share this process's Prefect API; worker processes would each start their own.
-    return DaskTaskRunner(
-        cluster_kwargs={"n_workers": 1, "threads_per_worker": workers, "processes": False, "dashboard_address": None}
-    )
+    # threads in one process share this process's Prefect API; worker processes would each start their own
+    local = {"n_workers": 1, "threads_per_worker": workers, "processes": False, "dashboard_address": None}
+    return DaskTaskRunner(address=dask_address) if dask_address else DaskTaskRunner(cluster_kwargs=local)
 
 
 def run_pipeline(
@@ -163,7 +165,6 @@ def run_pipeline(
     **options: Any,
 ) -> dict[str, Any]:
     """Run the flow (``options``: its parameters) on the chosen task runner and devices; returns the summary.
-
     On a Dask cluster (``dask_address``) the workers own their devices: nothing is pinned here."""
     load_params(Path(root) / options.get("params", "params.yaml"), root=root)  # fail before Prefect starts
     placement = devices.Devices() if dask_address else devices.parse_devices(devices_spec)
@@ -179,17 +180,16 @@ def run_pipeline(
 
 def deployment(root: str | Path = ".", cron: str | None = None, name: str | None = None) -> Any:
     """The pipeline's runner deployment on its cron schedule (nothing is registered until ``apply``/serve)."""
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig
     from prefect.schedules import Cron
 
-    s = deployment_settings(root)
+    s, limit = deployment_settings(root), deployment_settings(root)["concurrency_limit"]
     schedule = Cron(cron or s["cron"], timezone=s["timezone"]) if s["timezone"] else Cron(cron or s["cron"])
     return pipeline.to_deployment(
-        name=name or s["name"],
-        schedule=schedule,
-        tags=s["tags"],
+        name=name or s["name"], schedule=schedule, tags=s["tags"], description=s["description"],
         parameters={**s["parameters"], "root": str(Path(root).resolve())},
-        description=s["description"],
-    )
+        concurrency_limit=ConcurrencyLimitConfig(**limit) if limit else None,  # one run per project, Prefect's side
+    )  # fmt: skip
 
 
 def serve(root: str | Path = ".", cron: str | None = None, name: str | None = None) -> None:

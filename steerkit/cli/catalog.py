@@ -279,6 +279,7 @@ def rollback_cmd(
 ) -> None:
     """Make the version that was stable before the current one stable again (recorded in the history)."""
     from ..catalog.releases import rollback
+    from ..pipeline import events
     from ..pipeline.lock import project_lock
     from ..stages.catalog import catalog
 
@@ -286,6 +287,8 @@ def rollback_cmd(
         model_dir = _model_of(root, behavior, model, method)
         release = rollback(root, behavior, model_dir, method, why)
         catalog(root)
+    r = release
+    events.emit([events.rollback_event(r.model, r.behavior, r.method, r.version, r.rolled_back_from, r.who, r.why)])
     console.print(f"[green]✓[/] {behavior} ({model_dir}, {method}): back to v{release.version} ({release.why})")
 
 

@@ -128,6 +128,22 @@ def code(
         )
 
 
+@pipeline_app.command("notify")
+@command()
+def notify(
+    block: str = typer.Option(
+        ..., "--block", help="The notification block to send through, as TYPE/NAME (e.g. slack-webhook/alerts)."
+    ),
+    automation_file: Path = typer.Option(
+        Path("automations/vector-held.yaml"), "--automation", help="The automation to create."
+    ),
+) -> None:
+    """Be told when a run holds a vector: create the project's Prefect automation on the configured server."""
+    from ..pipeline.events import apply_automation
+
+    console.print(f"[green]✓[/] automation {apply_automation(automation_file, block)} created from {automation_file}")
+
+
 @pipeline_app.command("run")
 @command()
 def run(

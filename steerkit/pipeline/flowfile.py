@@ -67,4 +67,20 @@ def deployment_settings(root: str | Path = ".") -> dict[str, Any]:
         "timezone": next((s.get("timezone") for s in schedules if s.get("timezone")), None),
         "tags": dep.get("tags") or [],
         "description": dep.get("description"),
+        "concurrency_limit": _concurrency(dep.get("concurrency_limit"), path),
     }
+
+
+def _concurrency(raw: Any, path: Path) -> dict[str, Any] | None:
+    """prefect.yaml's ``concurrency_limit`` (an integer, or {limit, collision_strategy}), checked, as a mapping."""
+    if raw is None:
+        return None
+    limit = raw.get("limit") if isinstance(raw, dict) else raw
+    strategy = raw.get("collision_strategy", "ENQUEUE") if isinstance(raw, dict) else "ENQUEUE"
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1 or strategy not in ("ENQUEUE", "CANCEL_NEW"):
+        raise SteerkitError(
+            f"concurrency_limit is not a limit: {raw!r}",
+            where=f"{path}: deployments[0].concurrency_limit",
+            fix="write it like `concurrency_limit: {limit: 1, collision_strategy: CANCEL_NEW}` (or ENQUEUE)",
+        )
+    return {"limit": limit, "collision_strategy": strategy}

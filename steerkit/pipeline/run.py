@@ -86,6 +86,32 @@ def run_stage(
     return {"stage": stage, "name": name, "outputs": list(n.outputs), "seconds": round(time.perf_counter() - t0, 2)}
 
 
+#: the exit status of a stage that refused its input (a SteerkitError: bad data, a bad parameter)
+BAD_INPUT = 2
+
+
+class StageFailed(StageError):
+    """A stage's process ended with a non-zero ``exit_status`` (``BAD_INPUT``: it refused its input)."""
+
+    def __init__(self, exit_status: int, what: str, where: str | None = None, fix: str | None = None) -> None:
+        super().__init__(what, where, fix)
+        self.exit_status = exit_status
+
+    def __reduce__(self) -> tuple:  # Prefect and Dask ship it between processes whole
+        return (type(self), (self.exit_status, self.what, self.where, self.fix))
+
+
+def worth_retrying(exc: BaseException | None) -> bool:
+    """A stage that refused its input fails once (a retry would refuse it again); anything else — a killed
+    worker, a lost process, an out-of-memory kill — is retried (Prefect's retry condition)."""
+    return not (isinstance(exc, StageFailed) and exc.exit_status == BAD_INPUT)
+
+
+def retry_condition(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect's ``retry_condition_fn`` for a stage task: :func:`worth_retrying` of the exception it failed with."""
+    return worth_retrying(state.result(raise_on_failure=False) if state.is_failed() else None)
+
+
 def offline_settings(root: str | Path = ".") -> dict[str, str]:
     """The Makefile's Prefect/DVC settings for the project at ``root``.
 
@@ -202,7 +228,8 @@ def stage_process(
         if proc.poll() is None:
             proc.kill()
     if code != 0:
-        raise StageError(
+        raise StageFailed(
+            code,
             f"stage {n.address} failed (exit status {code}): "
             + " / ".join(x.strip() for x in tail if x.strip())[-1500:],
             fix=f"run `steerkit pipeline stage {n.stage}{' ' + n.name if n.name else ''}` "

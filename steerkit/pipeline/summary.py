@@ -80,10 +80,14 @@ def _gate(p: Params, name: str, history: Any, out: Outcome, started: str | None)
         started
         and any(e.event == "promote" and e.when >= started for e in (history.of(*key) if stable is not None else []))
     )
+    candidate = (gate.get("candidate") or {}).get("sha256")
+    promoted_but_not_stable = stable is None or stable.sha256 != candidate
     return {
         "decision": gate.get("decision"),
         "decided_now": out.status(f"gate@{name}") == "ran",
         "released_now": released_now,
+        # promoted against a stable release that changed before the catalog stage could release it
+        "stale": gate.get("decision") == "promote" and not released_now and promoted_but_not_stable,
         "pairs_needed": gate.get("pairs_needed"),
         "reasons": gate.get("reasons") or [],
         "stable": stable.version if stable else None,

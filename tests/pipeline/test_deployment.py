@@ -1,4 +1,5 @@
-"""The scheduled deployment (prefect.yaml) registers with its cron schedule — without waiting for a run."""
+"""The scheduled deployment (prefect.yaml) registers with its cron schedule and its concurrency limit, and the
+Prefect server this session started enforces the limit; the held-vector automation applies to it."""
 
 from __future__ import annotations
 
@@ -35,6 +36,38 @@ def test_deployment_registers_with_its_schedule(prefect_api, monkeypatch):
 
     other = flows.deployment(REPO, cron="*/15 * * * *", name="every-15-min")  # `serve --cron ... --name ...`
     assert other.name == "every-15-min" and other.schedules[0].schedule.cron == "*/15 * * * *"
+
+    # one run per project on Prefect's side: a second run that would start beside the first is cancelled
+    from prefect.states import Pending
+
+    assert stored.global_concurrency_limit.limit == 1 and stored.concurrency_options.collision_strategy == "CANCEL_NEW"
+    with get_client(sync_client=True) as client:
+        first, second = (client.create_flow_run_from_deployment(deployment_id) for _ in range(2))
+        assert client.set_flow_run_state(first.id, Pending()).state.type.value == "PENDING"  # holds the slot
+        refused = client.set_flow_run_state(second.id, Pending())
+        assert refused.state.type.value == "CANCELLED" and "concurrency limit" in refused.state.message
+        for run in (first, second):
+            client.delete_flow_run(run.id)
+
+
+def test_the_held_vector_automation_applies_with_a_notification_block(prefect_api, monkeypatch):
+    from prefect.blocks.notifications import SlackWebhook
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL
+
+    from steerkit.pipeline.events import NAMES, apply_automation
+
+    SlackWebhook(url="http://127.0.0.1:9/hook").save("steerkit-alerts", overwrite=True)
+    monkeypatch.setenv("PREFECT_API_URL", PREFECT_API_URL.value())
+    automation_id = apply_automation(REPO / "automations" / "vector-held.yaml", "slack-webhook/steerkit-alerts")
+    with get_client(sync_client=True) as client:
+        stored = client.read_automation(automation_id)
+    assert set(stored.trigger.expect) == {"steerkit.vector.held", "steerkit.vector.inconclusive"} <= set(NAMES)
+    assert stored.actions[0].type == "send-notification"
+    from steerkit.errors import SteerkitError
+
+    with pytest.raises(SteerkitError, match="no notification block"):
+        apply_automation(REPO / "automations" / "vector-held.yaml", "slack-webhook/nobody")
 
 
 def test_task_runners():

@@ -57,6 +57,26 @@ def artifacts(key: str) -> list:
         return client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
 
 
+def vector_events(timeout: float = 20.0) -> dict[str, tuple[str, dict]]:
+    """The newest steerkit.vector.* event per resource on the session's Prefect server (events arrive shortly)."""
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter
+
+    deadline, out = time.monotonic() + timeout, {}
+    while time.monotonic() < deadline:
+        with get_client(sync_client=True) as client:
+            page = client.read_events(EventFilter(event=EventNameFilter(prefix=["steerkit.vector."])), limit=50)
+        out = {}
+        for e in sorted(page.events, key=lambda e: e.occurred):
+            out[e.resource.id] = (e.event, dict(e.payload))
+        if len(out) >= len(BEHAVIORS):
+            break
+        time.sleep(0.5)
+    return out
+
+
 def test_1_first_run_retries_commits_and_agrees_with_dvc(project, flows, monkeypatch, tmp_path_factory):
     from steerkit.pipeline import run as stage_runner
 
@@ -121,6 +141,13 @@ def test_1_first_run_retries_commits_and_agrees_with_dvc(project, flows, monkeyp
     # DVC agrees: nothing to do
     assert dvc_status(project) == {}
     keep_first_run(project, tmp_path_factory.mktemp("first-run-kept"))  # the Dask test's reference
+    # Prefect's language: an event per gate decision on the session's server, a progress artifact
+    got = vector_events()
+    assert got[f"steerkit.vector.tiny-llama.{A}"][0] == "steerkit.vector.promoted"
+    assert got[f"steerkit.vector.tiny-llama.{B}"][0] == "steerkit.vector.inconclusive"
+    assert got[f"steerkit.vector.tiny-llama.{A}"][1]["version"] == 1
+    (progress,) = artifacts("steerkit-pipeline-progress")
+    assert float(progress.data) == 100.0
     assert "Data and pipelines are up to date" in dvc(project, "repro", "--dry").stdout
     # the artifacts a person reads in the Prefect UI
     table = artifacts("steerkit-pipeline-table")
@@ -181,7 +208,11 @@ def test_2_dvc_repro_rebuilds_one_chain_and_then_the_flow_has_nothing_to_do(proj
     assert dvc_status(project) == {}
 
 
-def test_3_failed_run_commits_nothing_and_keeps_vectors_and_catalog(project, flows):
+def test_3_failed_run_commits_nothing_and_keeps_vectors_and_catalog(project, flows, monkeypatch):
+    from steerkit.pipeline import run as stage_runner
+
+    real, calls = stage_runner.stage_process, []
+    monkeypatch.setattr(stage_runner, "stage_process", lambda n, *a, **k: calls.append(n.address) or real(n, *a, **k))
     lock = (project / "dvc.lock").read_bytes()
     catalog = (project / "vectors/catalog.json").read_bytes()
     old_b = tree_hash(flows, project / f"vectors/tiny-llama/{B}")
@@ -190,8 +221,9 @@ def test_3_failed_run_commits_nothing_and_keeps_vectors_and_catalog(project, flo
     params["behaviors"][B]["train"] = {"layer": 99}  # ... and this one fails (the model has 4 layers)
     write_params(project, params)
 
-    summary = flows.run_pipeline(root=str(project), retries=0)
+    summary = flows.run_pipeline(root=str(project), retries=1, retry_delay_seconds=0)
     assert not summary["ok"] and f"train@{B}" in summary["failed"] and "layer 99" in summary["failed"][f"train@{B}"]
+    assert calls.count(f"train@{B}") == 1  # it refused its input: not retried (a killed worker would be)
     assert stages(summary, A)["train"] == "ran" and stages(summary, B)["train"] == "failed"
     assert summary["committed"] == [] and not summary["catalog_rebuilt"]
     assert (project / "dvc.lock").read_bytes() == lock
