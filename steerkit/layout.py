@@ -136,3 +136,9 @@ def adapter_dir(root: str | Path, model: str, name: str) -> Path:
 def staging_dir(root: str | Path = ".") -> Path:
     """Where a stage writes a folder before it is moved into place (git-ignored)."""
     return Path(root) / ".cache" / "pipeline-staging"
+
+
+def artifact_name(model: str, behavior: str, method: str = "bipo") -> str:
+    """DVC's registry name for a vector (letters, digits and ``-``): ``<model folder>-<behavior>[-<method>]``."""
+    raw = f"{model_slug(model)}-{behavior}" + ("" if method == "bipo" else f"-{method}")
+    return re.sub(r"-{3,}", "--", re.sub(r"[^A-Za-z0-9-]", "-", raw)).strip("-")

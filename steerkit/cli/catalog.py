@@ -292,6 +292,24 @@ def rollback_cmd(
     console.print(f"[green]✓[/] {behavior} ({model_dir}, {method}): back to v{release.version} ({release.why})")
 
 
+@catalog_app.command("register")
+@command()
+def register_cmd(
+    root: Path = RootOpt,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be tagged, tag nothing."),
+) -> None:
+    """Mirror vectors/releases.json into DVC's model registry (GTO git tags): a version tag per release, the
+    stable stage where the history says. Run it after the commit that records a run's releases; running it
+    twice tags nothing new. Then `dvc artifacts get REPO NAME --stage stable` fetches the stable vector."""
+    from ..catalog.registry import register
+
+    actions = register(root, dry_run=dry_run)
+    for a in actions:
+        console.print(f"{'would tag' if dry_run else '[green]✓[/] tagged'} {a}", highlight=False)
+    if not actions:
+        console.print("[green]✓[/] the registry already says what vectors/releases.json says", highlight=False)
+
+
 @catalog_app.command("schemas")
 @command()
 def schemas_cmd(

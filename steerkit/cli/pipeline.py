@@ -99,32 +99,35 @@ def check(
     console.print(f"[green]✓[/] {params} is valid")
 
 
-@pipeline_app.command("code")
+@pipeline_app.command("sync")
 @command()
-def code(
-    dvc_yaml: Path = typer.Option(Path("dvc.yaml"), "--dvc-yaml", help="The pipeline file whose code lists to check."),
-    write: bool = typer.Option(False, "--write", help="Rewrite its code lists to what the stages import now."),
+def sync(
+    params: Path = ParamsOpt,
+    dvc_yaml: Path = typer.Option(Path("dvc.yaml"), "--dvc-yaml", help="The pipeline file to check."),
+    write: bool = typer.Option(False, "--write", help="Rewrite its derived parts to what the graph says now."),
 ) -> None:
-    """The source files each stage runs (its DVC deps: a code change reruns the stages it touches, a docs or
-    CLI change does not); with --write, bring dvc.yaml's lists up to date after imports changed."""
+    """Check (or --write) the parts of dvc.yaml that follow from the stage graph: each stage's code deps (the
+    steerkit files it runs: a code change reruns the stages it touches, a docs or CLI change does not) and
+    the artifacts DVC's registry knows the vectors by."""
     from ..errors import SteerkitError
     from ..fileio import atomic_write_text
-    from ..pipeline.code import stage_code, with_code_deps
+    from ..pipeline.code import stage_code
+    from ..pipeline.dvcyaml import sync as synced
 
     for s in graph.STAGE_NAMES:
-        console.print(f"{s}: {len(stage_code(s))} files", highlight=False)
+        console.print(f"{s}: runs {len(stage_code(s))} files", highlight=False)
     text = dvc_yaml.read_text(encoding="utf-8")
-    fresh = with_code_deps(text)
+    fresh = synced(text, graph.artifacts(load_params(params)))
     if fresh == text:
-        console.print(f"[green]✓[/] {dvc_yaml}'s code lists are up to date")
+        console.print(f"[green]✓[/] {dvc_yaml} is in step with the graph")
     elif write:
         atomic_write_text(dvc_yaml, fresh)
-        console.print(f"[green]✓[/] {dvc_yaml}: code lists rewritten")
+        console.print(f"[green]✓[/] {dvc_yaml}: code lists and artifacts rewritten")
     else:
         raise SteerkitError(
-            "the code lists in dvc.yaml are not what the stages import now",
+            "dvc.yaml's code lists or artifacts are not what the graph says now",
             where=str(dvc_yaml),
-            fix="run `steerkit pipeline code --write` and commit dvc.yaml",
+            fix="run `steerkit pipeline sync --write` and commit dvc.yaml",
         )
 
 

@@ -66,26 +66,3 @@ def stage_code(stage: str) -> tuple[str, ...]:
     paths = {PurePosixPath(files[m].relative_to(PACKAGE.parent).as_posix()) for m in seen}
     paths |= {PurePosixPath("steerkit", d) for m in seen for d in DATA.get(m, ())}
     return tuple(sorted(str(p) for p in paths))
-
-
-#: the line in dvc.yaml after which a stage's code deps are listed (kept by ``write_dvc_yaml``)
-MARKER = "# the code it runs (steerkit.pipeline.code; `steerkit pipeline code --write` keeps this list)"
-
-
-def with_code_deps(text: str) -> str:
-    """dvc.yaml's text with each stage's code list (after ``MARKER`` in its deps) replaced by ``stage_code``."""
-    lines, out, stage, i = text.splitlines(), [], None, 0
-    while i < len(lines):
-        line = lines[i]
-        stripped = line.strip()
-        head = stripped.split("#")[0].strip()
-        if line.startswith("  ") and not line.startswith("   ") and head.endswith(":") and " " not in head:
-            stage = head[:-1]  # a stage's name: two spaces in, under `stages:`
-        out.append(line)
-        i += 1
-        if stripped == MARKER and stage is not None:
-            indent = line[: len(line) - len(line.lstrip())]
-            while i < len(lines) and lines[i].strip().startswith("- steerkit/"):
-                i += 1  # the old list
-            out += [f"{indent}- {path}" for path in stage_code(stage)]
-    return "\n".join(out) + "\n"

@@ -23,6 +23,7 @@ from ..layout import (
     CATALOG,
     RELEASES,
     adapter_dir,
+    artifact_name,
     pairs_file,
     pairs_root,
     report_path,
@@ -374,6 +375,21 @@ def _node(p: Params, stage: str, name: str | None, groups: tuple[str, ...]) -> N
 def nodes(p: Params, groups: tuple[str, ...] = ()) -> list[Node]:
     """Every stage instance of the pipeline, in stage order."""
     return [node(p, s.name, n, groups) for s in STAGES for n in names(p, s.name, groups)]
+
+
+def artifacts(p: Params) -> dict[str, dict[str, Any]]:
+    """Each DVC-built behavior's BiPO vector as a DVC artifact (``dvc.yaml``'s ``artifacts:``), by its registry name."""
+    out = {}
+    for b in p.behaviors.values():
+        name = artifact_name(p.model.dir, b.name)
+        out[name] = {
+            "path": _p(vector_path(".", p.model.dir, b.name, b.train.layer)),
+            "type": "model",
+            "desc": f"BiPO steering vector for {b.name} on {p.model.spec} (layer {b.train.layer})",
+            "labels": ["steering-vector", "bipo", b.name],
+            "meta": {"behavior": b.name, "model": p.model.dir, "method": "bipo", "layer": b.train.layer},
+        }
+    return out
 
 
 def _with_code(n: Node) -> Node:

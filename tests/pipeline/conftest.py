@@ -107,6 +107,16 @@ def tiny_params(model_dir: Path) -> dict:
     }
 
 
+def sync_dvc_yaml(root: Path) -> None:
+    """dvc.yaml's derived parts for this project's params (its model and layer name the artifacts)."""
+    from steerkit.pipeline.dvcyaml import sync
+    from steerkit.pipeline.graph import artifacts
+    from steerkit.pipeline.params import load_params
+
+    text = (root / "dvc.yaml").read_text(encoding="utf-8")
+    (root / "dvc.yaml").write_text(sync(text, artifacts(load_params(root / "params.yaml"))), encoding="utf-8")
+
+
 def write_params(root: Path, params: dict) -> None:
     import yaml
 
@@ -132,6 +142,7 @@ def make_project(root: Path, model_dir: Path, git: bool = True) -> Path:
     neutral = (REPO / "steerkit" / "data" / "neutral.txt").read_text(encoding="utf-8").splitlines()[:6]
     (root / "data" / "seed" / "neutral.txt").write_text("\n".join(neutral) + "\n", encoding="utf-8")
     write_params(root, tiny_params(model_dir))
+    sync_dvc_yaml(root)
     if git:
         run(["git", "init", "-q"], root)
         run(["git", "config", "user.email", "t@example.invalid"], root)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from steerkit.pipeline.code import stage_code, with_code_deps
-from steerkit.pipeline.graph import STAGE_NAMES
+from steerkit.pipeline.code import stage_code
+from steerkit.pipeline.dvcyaml import sync, with_code_deps
+from steerkit.pipeline.graph import STAGE_NAMES, artifacts
+from steerkit.pipeline.params import load_params
 
 from ..conftest import REPO
 
@@ -20,9 +22,27 @@ def test_a_stage_runs_its_own_modules_not_the_cli_pipeline_or_docs():
         assert all((REPO / p).is_file() for p in code) and list(code) == sorted(code)
 
 
-def test_dvc_yaml_lists_the_code_each_stage_runs():
+def test_dvc_yaml_lists_the_code_each_stage_runs_and_the_artifacts():
     text = (REPO / "dvc.yaml").read_text(encoding="utf-8")
-    assert with_code_deps(text) == text, "run `steerkit pipeline code --write` and commit dvc.yaml"
+    assert with_code_deps(text) == text, "run `steerkit pipeline sync --write` and commit dvc.yaml"
+    assert sync(text, artifacts(load_params(REPO / "params.yaml"))) == text, "run `steerkit pipeline sync --write`"
+
+
+def test_the_artifacts_are_dvcs_and_follow_the_behaviors():
+    import yaml
+
+    from steerkit.layout import artifact_name
+
+    declared = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))["artifacts"]
+    assert set(declared) == {"smollm2-135m-instruct-power-seeking", "smollm2-135m-instruct-wealth-seeking"}
+    a = declared["smollm2-135m-instruct-power-seeking"]
+    assert a["path"] == "vectors/smollm2-135m-instruct/power-seeking/L15.safetensors" and a["type"] == "model"
+    assert a["meta"] == {"behavior": "power-seeking", "model": "smollm2-135m-instruct", "method": "bipo", "layer": 15}
+    from gto.constants import assert_name_is_valid
+
+    for name in (artifact_name("org/Llama-3.1-8B", "my_behavior.v2", "caa"), *declared):
+        assert_name_is_valid(name)
+    assert artifact_name("org/Llama-3.1-8B", "my_behavior.v2", "caa") == "org--Llama-3-1-8B-my-behavior-v2-caa"
 
 
 def test_a_new_import_is_a_new_dependency(tmp_path, monkeypatch):

@@ -191,6 +191,31 @@ def test_1b_code_is_an_input_and_docs_are_not(project, flows):
     assert dvc_status(project) == {}
 
 
+def test_1c_the_registry_and_the_catalog_give_the_same_stable_vector(project, flows, tmp_path):
+    """After the release commit, `steerkit catalog register` tags the GTO way (twice is once); then
+    `dvc artifacts get . NAME --stage stable` and `Catalog.find(..., channel="stable")` agree byte for byte."""
+    from typer.testing import CliRunner
+
+    from steerkit.catalog import Catalog
+    from steerkit.cli import app
+    from steerkit.layout import artifact_name
+
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-q", "-m", "run 1: power-seeking v1 released"], project)
+    res = CliRunner().invoke(app, ["catalog", "register", "--root", str(project)])
+    assert res.exit_code == 0, res.output
+    name = artifact_name("tiny-llama", A)
+    tags = set(run(["git", "tag"], project).stdout.split())
+    assert {f"{name}@v1.0.0", f"{name}#stable#1"} <= tags and not any(B in t for t in tags)  # B: none released
+    again = CliRunner().invoke(app, ["catalog", "register", "--root", str(project)])
+    assert "already says" in again.output and set(run(["git", "tag"], project).stdout.split()) == tags
+    dvc(project, "push")  # the vectors live in DVC: a downstream app pulls them from the remote
+    out = tmp_path / "stable.safetensors"
+    dvc(project, "artifacts", "get", str(project), name, "--stage", "stable", "-o", str(out))
+    catalog = Catalog.open(project)
+    assert out.read_bytes() == catalog.read_bytes(catalog.find(A, channel="stable"))
+
+
 def test_2_dvc_repro_rebuilds_one_chain_and_then_the_flow_has_nothing_to_do(project, flows):
     before = {b: tree_hash(flows, project / f"vectors/tiny-llama/{b}") for b in BEHAVIORS}
     params = tiny_params_from(project)
