@@ -57,17 +57,19 @@ def artifacts(key: str) -> list:
         return client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
 
 
-def vector_events(timeout: float = 20.0) -> dict[str, tuple[str, dict]]:
-    """The newest steerkit.vector.* event per resource on the session's Prefect server (events arrive shortly)."""
+def vector_events(since, timeout: float = 20.0) -> dict[str, tuple[str, dict]]:
+    """The newest steerkit.vector.* event per resource on the session's Prefect server since ``since`` (other
+    tests' runs share the server; events arrive shortly after they are sent)."""
     import time
 
     from prefect.client.orchestration import get_client
-    from prefect.events.filters import EventFilter, EventNameFilter
+    from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
 
     deadline, out = time.monotonic() + timeout, {}
+    wanted = EventFilter(event=EventNameFilter(prefix=["steerkit.vector."]), occurred=EventOccurredFilter(since=since))
     while time.monotonic() < deadline:
         with get_client(sync_client=True) as client:
-            page = client.read_events(EventFilter(event=EventNameFilter(prefix=["steerkit.vector."])), limit=50)
+            page = client.read_events(wanted, limit=50)
         out = {}
         for e in sorted(page.events, key=lambda e: e.occurred):
             out[e.resource.id] = (e.event, dict(e.payload))
@@ -90,6 +92,9 @@ def test_1_first_run_retries_commits_and_agrees_with_dvc(project, flows, monkeyp
         return real(node, *args, **kwargs)
 
     monkeypatch.setattr(stage_runner, "stage_process", flaky)
+    from datetime import UTC, datetime
+
+    started = datetime.now(UTC)
     # two simulated GPUs: each model stage pinned to one (CUDA_VISIBLE_DEVICES; torch here sees no CUDA and
     # runs on the CPU), at most one stage per device at a time; prepare and catalog on no device
     summary = flows.run_pipeline(root=str(project), retries=1, retry_delay_seconds=0, devices_spec="cuda:0,cuda:1")
@@ -142,11 +147,11 @@ def test_1_first_run_retries_commits_and_agrees_with_dvc(project, flows, monkeyp
     assert dvc_status(project) == {}
     keep_first_run(project, tmp_path_factory.mktemp("first-run-kept"))  # the Dask test's reference
     # Prefect's language: an event per gate decision on the session's server, a progress artifact
-    got = vector_events()
+    got = vector_events(started)
     assert got[f"steerkit.vector.tiny-llama.{A}"][0] == "steerkit.vector.promoted"
     assert got[f"steerkit.vector.tiny-llama.{B}"][0] == "steerkit.vector.inconclusive"
     assert got[f"steerkit.vector.tiny-llama.{A}"][1]["version"] == 1
-    (progress,) = artifacts("steerkit-pipeline-progress")
+    progress = max(artifacts("steerkit-pipeline-progress"), key=lambda a: a.created)
     assert float(progress.data) == 100.0
     assert "Data and pipelines are up to date" in dvc(project, "repro", "--dry").stdout
     # the artifacts a person reads in the Prefect UI

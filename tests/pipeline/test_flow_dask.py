@@ -113,7 +113,7 @@ def kill_worker_during(stage: str, name: str, log: list) -> threading.Thread:
 
 def catalog_view(root: Path) -> list:
     """The catalog's entries without what differs between two projects (their paths, times, git revisions)."""
-    volatile = {"created", "git_rev"}
+    volatile = {"created", "git_rev", "released"}  # when and at which commit: the projects' own history
     entries = json.loads((root / "vectors/catalog.json").read_text())["entries"]
     return sorted(
         (json.dumps({k: v for k, v in e.items() if k not in volatile}, sort_keys=True) for e in entries),
