@@ -73,6 +73,16 @@ def pairs_file(root: str | Path, behavior: str, split: str) -> Path:
     return pairs_dir(root, behavior) / f"{split}.jsonl"
 
 
+def pairs_source(root: str | Path, behavior: str) -> Path:
+    """Where a behavior's pairs came from (``prepare`` writes it beside them: the inputs, a generation's provenance)."""
+    return pairs_dir(root, behavior) / "source.json"
+
+
+def generated_dir(root: str | Path, behavior: str) -> Path:
+    """Pairs a teacher wrote for a behavior (the generate stage): ``{train,test}.jsonl`` and ``generation.json``."""
+    return Path(root) / "data" / "generated" / safe_name(behavior)
+
+
 def neutral_texts_file() -> Path:
     """The neutral paragraphs shipped with steerkit (package data): the default fluency probe."""
     return Path(str(resources.files("steerkit.data").joinpath("neutral.txt")))

@@ -115,6 +115,7 @@ def make_entry(
         format_version=fmt_version,
         channel=channel,
         version=version,
+        generated=meta.get("generated") if isinstance(meta.get("generated"), dict) else None,
     )
 
 

@@ -71,6 +71,7 @@ class CatalogEntry:
     off_target: dict[str, Any] = field(default_factory=dict)  # its swing on other behaviors' held-out pairs
     dose_response: list[dict[str, Any]] | None = None  # margin, win fraction, fluency cost per multiplier
     released: str | None = None  # when it became stable
+    generated: dict[str, Any] | None = None  # pairs a teacher wrote: the description, teacher, prompts, sampling
 
     @property
     def key(self) -> tuple[str, str, str, tuple[int, ...], str]:

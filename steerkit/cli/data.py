@@ -1,4 +1,5 @@
-"""``steerkit data fetch|prepare``: registered public datasets, and a behavior's validated, split pairs."""
+"""``steerkit data fetch|prepare|generate``: registered public datasets, a behavior's validated, split pairs,
+and pairs a teacher writes from a description."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from typing import Optional
 
 import typer
 
+from ..config import help_of
 from ..data.readers import PAIR_FORMATS
-from .options import command, console, not_a_pipeline_output
+from ..synth.config import GenerateConfig
+from .options import DeviceOpt, DtypeOpt, ModelOpt, command, config_from, console, knob_option, not_a_pipeline_output
 
 data_app = typer.Typer(help="Fetch registered datasets and prepare contrastive pairs.", no_args_is_help=True)
 
@@ -67,3 +70,68 @@ def prepare(
     console.print(
         f"{behavior}: {res.n_train} train, {res.n_test} test pairs → {res.train.parent}  (dropped: {res.dropped})"
     )
+
+
+@data_app.command("generate")
+@command()
+def generate(
+    ctx: typer.Context,
+    behavior: str = typer.Argument(..., help="Behavior name, e.g. pirate (it names the pairs' ids)."),
+    describe: str = typer.Option(..., "--describe", help=help_of(GenerateConfig, "describe")),
+    out: Optional[Path] = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="The pairs file to write (JSONL; its provenance goes beside it).",
+        show_default="data/generated/<behavior>.jsonl",
+    ),
+    out_dir: Optional[Path] = typer.Option(
+        None,
+        "--out-dir",
+        help="Instead: a folder for train.jsonl, test.jsonl (split by question) and generation.json, as the "
+        "pipeline's generate stage writes them.",
+    ),
+    pairs: Optional[int] = knob_option(GenerateConfig, "pairs"),
+    toward: Optional[str] = knob_option(GenerateConfig, "toward"),
+    away: Optional[str] = knob_option(GenerateConfig, "away"),
+    questions: Optional[str] = knob_option(GenerateConfig, "questions"),
+    teacher: Optional[str] = knob_option(GenerateConfig, "teacher"),
+    seed: Optional[int] = knob_option(GenerateConfig, "seed"),
+    temperature: Optional[float] = knob_option(GenerateConfig, "temperature"),
+    max_new_tokens: Optional[int] = knob_option(GenerateConfig, "max_new_tokens"),
+    test_fraction: Optional[float] = knob_option(GenerateConfig, "test_fraction"),
+    judge: Optional[bool] = knob_option(GenerateConfig, "judge"),
+    concurrency: Optional[int] = knob_option(GenerateConfig, "concurrency"),
+    model: str = ModelOpt,
+    device: Optional[str] = DeviceOpt,
+    dtype: Optional[str] = DtypeOpt,
+) -> None:
+    """Write contrastive pairs for a behavior described in words: a teacher (the model itself, offline, unless
+    --teacher openai) writes the prompts, the questions and both answers; what cannot teach is dropped and
+    counted. `steerkit data prepare BEHAVIOR FILE` then splits it like any dataset."""
+    from rich.table import Table
+
+    from ..errors import SteerkitError
+    from ..stages.generate import generate as generate_split
+    from ..stages.generate import generate_file
+
+    cfg = config_from(GenerateConfig(describe=describe), ctx.params)
+    kw = {"model": model, "cfg": cfg, "log": console.print, "device": device, "dtype": dtype}
+    if out is not None and out_dir is not None:
+        raise SteerkitError("give --out or --out-dir, not both", where="--out-dir", fix="a pairs file, or a folder")
+    if out_dir is not None:
+        res = generate_split(behavior, out_dir, **kw)
+    else:
+        res = generate_file(behavior, out or Path("data") / "generated" / f"{behavior}.jsonl", **kw)
+    prov = res.generated.provenance
+    table = Table(show_header=False, title=f"{behavior}: {prov['description']}")
+    table.add_row("teacher", ", ".join(f"{k} {v}" for k, v in prov["teacher"].items()))
+    table.add_row("toward", prov["prompts"]["toward"])
+    table.add_row("away", prov["prompts"]["away"])
+    table.add_row("prompts written by", prov["prompts"]["written_by"])
+    table.add_row("questions", f"{prov['questions']['kept']} kept of {prov['questions']['asked']} asked")
+    table.add_row("pairs", f"{prov['pairs']['kept']} kept (asked for {prov['pairs']['asked_for']})")
+    table.add_row("dropped", ", ".join(f"{k}: {v}" for k, v in prov["dropped"].items()) or "none")
+    console.print(table)
+    for path in res.files:
+        console.print(f"[green]✓[/] {path}", highlight=False)

@@ -117,7 +117,8 @@ def sync(
     for s in graph.STAGE_NAMES:
         console.print(f"{s}: runs {len(stage_code(s))} files", highlight=False)
     text = dvc_yaml.read_text(encoding="utf-8")
-    fresh = synced(text, graph.artifacts(load_params(params)))
+    p = load_params(params)
+    fresh = synced(text, graph.artifacts(p), graph.foreach_items(p))
     if fresh == text:
         console.print(f"[green]✓[/] {dvc_yaml} is in step with the graph")
     elif write:

@@ -228,6 +228,12 @@ RUBRICS: dict[str, str] = {
 }
 
 _SCORE = re.compile(r"(?<!\d)([1-4])(?!\d)")
+#: the constrained judge's answer (``STEERKIT_JUDGE_CONSTRAIN=1``)
+SCORE_SCHEMA = {
+    "type": "object",
+    "properties": {"score": {"type": "integer", "enum": [1, 2, 3, 4]}},
+    "required": ["score"],
+}
 
 
 def rubric_for(behavior: str | None) -> str:
@@ -256,8 +262,13 @@ class OpenAIJudge:
         timeout: float = 30,
         rubric: str | None = None,
         behavior: str | None = None,
+        constrain: bool | None = None,
     ) -> None:
         self.base_url = (base_url or os.environ.get("STEERKIT_JUDGE_BASE_URL") or "").rstrip("/")
+        # a small judge model wanders off the rubric: a server that constrains its output (llama.cpp, vLLM)
+        # can be made to answer {"score": 1-4} and nothing else
+        env = os.environ.get("STEERKIT_JUDGE_CONSTRAIN", "").strip().lower() in ("1", "true", "yes")
+        self.constrain = env if constrain is None else constrain
         self.model = model or os.environ.get("STEERKIT_JUDGE_MODEL") or ""
         self.api_key = api_key if api_key is not None else os.environ.get("STEERKIT_JUDGE_API_KEY")
         if not self.base_url or not self.model:
@@ -277,15 +288,18 @@ class OpenAIJudge:
 
     def request_body(self, pair: ContrastivePair, text: str) -> dict[str, Any]:
         """The chat request for one answer (pure; what is sent)."""
-        return {
+        ask = f"Question:\n{pair.question}\n\nAnswer:\n{text}\n\nScore (1-4):"
+        body: dict[str, Any] = {
             "model": self.model,
             "temperature": 0,
             "max_tokens": 8,
-            "messages": [
-                {"role": "system", "content": self.rubric},
-                {"role": "user", "content": f"Question:\n{pair.question}\n\nAnswer:\n{text}\n\nScore (1-4):"},
-            ],
+            "messages": [{"role": "system", "content": self.rubric}, {"role": "user", "content": ask}],
         }
+        if self.constrain:  # JSON the server must produce: {"score": 1..4}
+            body["messages"][1]["content"] = ask.removesuffix("Score (1-4):") + 'Reply as JSON: {"score": 1-4}'
+            body["max_tokens"] = 16
+            body["response_format"] = {"type": "json_object", "schema": SCORE_SCHEMA}
+        return body
 
     def _post(self, body: dict[str, Any]) -> dict[str, Any]:
         headers = {"Content-Type": "application/json"}
@@ -364,7 +378,8 @@ class OpenAIJudge:
             raise JudgeError(
                 f"judge reply has no score 1-4: {str(content)[:120]!r}",
                 where=self.url,
-                fix="use a stronger judge model, or pass a rubric that asks for a single digit",
+                fix="use a stronger judge model; or, where the server constrains its output to JSON (llama.cpp, "
+                "vLLM), set STEERKIT_JUDGE_CONSTRAIN=1",
             )
         return float(score)
 

@@ -1,9 +1,11 @@
 """The parts of ``dvc.yaml`` derived from the stage graph, and keeping them in step.
 
-``dvc.yaml`` is written by people (comments, order, DVC's words), but two parts of it follow from the
-graph: each stage's code deps (``steerkit.pipeline.code``, after ``MARKER`` in its deps) and the
-``artifacts:`` section (the vectors as DVC's registry sees them, from ``graph.artifacts``). ``sync``
-rewrites both in the text (``steerkit pipeline sync --write``); a test fails when they drift.
+``dvc.yaml`` is written by people (comments, order, DVC's words), but some of it follows from the
+graph: each stage's code deps (``steerkit.pipeline.code``, after ``MARKER`` in its deps), the
+``artifacts:`` section (the vectors as DVC's registry sees them), and the ``foreach:`` of the stages
+whose instances DVC's templates cannot pick out of params.yaml — ``generate`` (only the behaviors
+whose data says ``generate:``) and ``prepare`` (files given, or the ones the generate stage writes).
+``sync`` rewrites them all in the text (``steerkit pipeline sync --write``); a test fails when they drift.
 """
 
 from __future__ import annotations
@@ -49,6 +51,33 @@ def with_artifacts(text: str, artifacts: dict[str, dict]) -> str:
     return "\n".join([*keep, "", ARTIFACTS, *(f"  {b}" for b in body)]) + "\n"
 
 
-def sync(text: str, artifacts: dict[str, dict]) -> str:
-    """Both derived parts brought up to date."""
+def with_foreach(text: str, stage: str, items: dict[str, dict]) -> str:
+    """dvc.yaml's text with stage ``stage``'s ``foreach:`` replaced by ``items`` (inline mappings, one a line)."""
+    lines, out, i = text.splitlines(), [], 0
+    while i < len(lines):
+        line = lines[i]
+        out.append(line)
+        i += 1
+        if line.split("#")[0].rstrip() != f"  {stage}:":
+            continue
+        while i < len(lines) and not lines[i].startswith("    foreach:"):
+            out.append(lines[i])
+            i += 1
+        if i == len(lines):
+            break
+        comment = lines[i].partition("#")[2].strip()
+        i += 1
+        while i < len(lines) and lines[i].startswith("      "):  # the old items
+            i += 1
+        head = "    foreach:" + (" {}" if not items else "")
+        out.append(f"{head:<32}# {comment}" if comment else head)
+        for key, item in items.items():
+            out.append(f"      {key}: " + yaml.safe_dump(item, default_flow_style=True, width=1000).strip())
+    return "\n".join(out) + "\n"
+
+
+def sync(text: str, artifacts: dict[str, dict], foreach: dict[str, dict[str, dict]] | None = None) -> str:
+    """Every derived part brought up to date (``foreach``: stage → its items)."""
+    for stage, items in (foreach or {}).items():
+        text = with_foreach(text, stage, items)
     return with_artifacts(with_code_deps(text), artifacts)

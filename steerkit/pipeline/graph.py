@@ -16,22 +16,28 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ..config import flag, knobs
+from ..config import flag, knob_names, knobs
 from ..data.readers import parse_mapping
 from ..errors import SteerkitError
+from ..eval.config import ComposeConfig, EvalConfig, GateConfig, TransferConfig
 from ..layout import (
     CATALOG,
     RELEASES,
     adapter_dir,
     artifact_name,
+    generated_dir,
     pairs_file,
     pairs_root,
+    pairs_source,
     report_path,
     reports_dir,
     vector_dir,
     vector_path,
     vectors_dir,
 )
+from ..stages.options import ComposeOptions, EvaluateOptions, TrainOptions, TransferOptions
+from ..synth.config import GenerateConfig
+from ..train.config import BipoConfig, LoraConfig
 from .code import stage_code
 from .params import Behavior, Params
 
@@ -132,9 +138,24 @@ def _report_node(
 
 
 # ------------------------------------------------------------------------------------- stages
+def _generate(p: Params, b: Behavior) -> Node:
+    """Pairs a teacher writes from the behavior's description (only behaviors whose data says ``generate``)."""
+    g, folder = b.data.generate, _p(generated_dir(".", b.name))
+    kwargs = {"model": p.model.spec, "cfg": g}
+    argv = _line("data", "generate", b.name, out_dir=folder, model=p.model.spec, cfg=g)
+    deps = (g.questions or "steerkit/synth/asks.py",)  # the questions, or the code that writes them
+    call = Call("generate", "generate", (b.name, folder), kwargs)
+    params = (f"behaviors.{b.name}.data.generate",)
+    return Node("generate", b.name, deps, (folder,), params=params, call=call, argv=(argv,))
+
+
 def _prepare(p: Params, b: Behavior) -> Node:
     d = b.data
-    outs = (_p(pairs_file(".", b.name, "train")), _p(pairs_file(".", b.name, "test")))
+    outs = (
+        _p(pairs_file(".", b.name, "train")),
+        _p(pairs_file(".", b.name, "test")),
+        _p(pairs_source(".", b.name)),  # where the pairs came from: training and evaluation read it
+    )
     mapping = parse_mapping(d.columns) if d.columns else None
     kwargs = {"root": ".", "fmt": d.format, "test_inputs": [d.test], "mapping": mapping}
     argv = _line("data", "prepare", b.name, d.train, test=d.test, format=d.format, columns=d.columns, root=".")
@@ -146,6 +167,7 @@ def _prepare(p: Params, b: Behavior) -> Node:
 
 def _train(p: Params, b: Behavior) -> Node:
     folder, data, o = _p(vector_dir(".", p.model.dir, b.name)), _p(pairs_file(".", b.name, "train")), b.train_options
+    source = _p(pairs_source(".", b.name))
     kwargs = {
         "model": p.model.spec,
         "behavior": b.name,
@@ -172,7 +194,7 @@ def _train(p: Params, b: Behavior) -> Node:
     return Node(
         "train",
         b.name,
-        (data,),
+        (data, source),
         (folder,),
         params=("model", "train", f"behaviors.{b.name}.train"),
         call=Call("train", "train", (data, folder), kwargs),
@@ -195,7 +217,7 @@ def _evaluate(p: Params, b: Behavior) -> Node:
         "prompt_away": o.prompt_away,
     }
     argv = _line("evaluate", vector=vector, test=test, out=report, **kwargs)
-    deps = (_p(vector_dir(".", p.model.dir, b.name)), test, p.texts)
+    deps = (_p(vector_dir(".", p.model.dir, b.name)), test, _p(pairs_source(".", b.name)), p.texts)
     call = Call("evaluate", "evaluate", (vector, test, report), kwargs)
     return _report_node(
         "evaluate", b.name, deps, report, ("model", "evaluate", f"behaviors.{b.name}.evaluate"), call, (argv,)
@@ -307,28 +329,67 @@ def _catalog(p: Params, _: None) -> Node:
     )
 
 
+def _every(p: Params, groups: tuple[str, ...]) -> list[str]:
+    return list(p.selected(groups))
+
+
 @dataclass(frozen=True)
 class StageSpec:
-    """A stage of the graph: what it runs over and how one instance is made."""
+    """A stage, declared once: what it runs over, how an instance is made, and where its settings live.
+
+    Everything else follows from here: the flow's order (``ORDER``), the params.yaml keys a stage's errors
+    name (``spelling``), the summary's stage columns, dvc.yaml (checked stage by stage). The stage's
+    function is ``steerkit.stages.<name>.<name>``; ``node`` builds its call, files and command line.
+    """
 
     name: str
     over: str | None  # "behavior", "combo" or None (runs once)
     node: Callable[[Params, Any], Node]
     device: bool = True  # loads a model, so runs on a GPU when the run has some (prepare, catalog: files only)
+    configs: tuple[type, ...] = ()  # the configuration types its settings come from
+    section: str | None = None  # where params.yaml keeps them: a top-level section, or "data.x" under a behavior
+    per_behavior: bool = False  # a behavior may override the section under behaviors.<name>.<section>
+    instances: Callable[[Params, tuple[str, ...]], list[str]] = _every  # which behaviors it runs for
+    after_commit: bool = False  # the flow runs it once the others are committed (the catalog)
+
+    def spelling(self, name: str | None) -> dict[str, str]:
+        """How its settings are written in params.yaml, for its error messages (``lr`` → ``train.lr``)."""
+        out = {}
+        for cls in self.configs:
+            for f in knob_names(cls):
+                nested = self.section.startswith("data.") or self.per_behavior
+                out[f] = f"behaviors.{name}.{self.section}.{f}" if name and nested else f"{self.section}.{f}"
+        return out
+
+
+def _generated(p: Params, groups: tuple[str, ...]) -> list[str]:
+    return [n for n, b in p.selected(groups).items() if b.data.generate is not None]
+
+
+def _built_by_dvc(p: Params, groups: tuple[str, ...]) -> list[str]:
+    return list(p.behaviors)  # not the optional groups: the derived model is made for the DVC behaviors
 
 
 #: the stages in the order a person reads the chain (dvc.yaml lists them in this order too)
 STAGES: tuple[StageSpec, ...] = (
+    StageSpec("generate", "behavior", _generate, configs=(GenerateConfig,), section="data.generate",
+              instances=_generated),
     StageSpec("prepare", "behavior", _prepare, device=False),
-    StageSpec("train", "behavior", _train),
-    StageSpec("evaluate", "behavior", _evaluate),
-    StageSpec("gate", "behavior", _gate),
-    StageSpec("derive", None, _derive),
-    StageSpec("transfer", "behavior", _transfer),
-    StageSpec("compose", "combo", _compose),
-    StageSpec("catalog", None, _catalog, device=False),
-)
+    StageSpec("train", "behavior", _train, configs=(BipoConfig, TrainOptions), section="train", per_behavior=True),
+    StageSpec("evaluate", "behavior", _evaluate, configs=(EvalConfig, EvaluateOptions), section="evaluate",
+              per_behavior=True),
+    StageSpec("gate", "behavior", _gate, configs=(GateConfig,), section="gate"),
+    StageSpec("derive", None, _derive, configs=(LoraConfig,), section="derive"),
+    StageSpec("transfer", "behavior", _transfer, configs=(TransferConfig, TransferOptions), section="transfer",
+              instances=_built_by_dvc),
+    StageSpec("compose", "combo", _compose, configs=(ComposeConfig, ComposeOptions), section="compose"),
+    StageSpec("catalog", None, _catalog, device=False, after_commit=True),
+)  # fmt: skip
 STAGE_NAMES = tuple(s.name for s in STAGES)
+#: the order the flow submits its tasks in: what reads no behavior first (so it runs beside the chains)
+ORDER = tuple(s.name for s in STAGES if s.over is None and not s.after_commit) + tuple(
+    s.name for s in STAGES if s.over is not None and not s.after_commit
+)
 
 
 def spec(stage: str) -> StageSpec:
@@ -339,11 +400,11 @@ def spec(stage: str) -> StageSpec:
 
 
 def names(p: Params, stage: str, groups: tuple[str, ...] = ()) -> list[str | None]:
-    """The instances of a stage: every selected behavior (transfer: only ``behaviors``), combination, or one."""
-    over = spec(stage).over
-    if over == "behavior":
-        return list(p.behaviors) if stage == "transfer" else list(p.selected(groups))
-    if over == "combo":
+    """The instances of a stage: the behaviors it runs for, every combination, or one."""
+    s = spec(stage)
+    if s.over == "behavior":
+        return list(s.instances(p, groups))
+    if s.over == "combo":
         return list(p.combos)
     return [None]
 
@@ -390,6 +451,17 @@ def artifacts(p: Params) -> dict[str, dict[str, Any]]:
             "meta": {"behavior": b.name, "model": p.model.dir, "method": "bipo", "layer": b.train.layer},
         }
     return out
+
+
+def foreach_items(p: Params) -> dict[str, dict[str, dict]]:
+    """dvc.yaml's ``foreach:`` of the generate and prepare stages (DVC's templates cannot pick them out)."""
+    generate = {
+        n: {"questions": b.data.generate.questions or "steerkit/synth/asks.py"}
+        for n, b in p.behaviors.items()
+        if b.data.generate is not None
+    }
+    prepare = {n: {"train": b.data.train, "test": b.data.test} for n, b in p.behaviors.items()}
+    return {"generate": generate, "prepare": prepare}
 
 
 def _with_code(n: Node) -> Node:

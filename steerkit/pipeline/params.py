@@ -38,7 +38,7 @@ import yaml
 from ..config import default_of, knob, knob_names, problems, types_of
 from ..errors import DataError
 from ..eval.config import ComposeConfig, EvalConfig, GateConfig, TransferConfig
-from ..layout import model_slug, safe_name
+from ..layout import generated_dir, model_slug, safe_name
 from ..models import EMBEDDED_DEFAULT
 from ..recipes import Recipe, recipe_for
 from ..stages.options import (
@@ -48,6 +48,7 @@ from ..stages.options import (
     TrainOptions,
     TransferOptions,
 )
+from ..synth.config import GenerateConfig
 from ..train.config import BipoConfig, LoraConfig
 
 DEFAULT_PARAMS = "params.yaml"
@@ -287,7 +288,7 @@ def _behavior(c: _Checker, name: Any, raw: Any, key: str, p: dict[str, Any], gro
                     f"(dvc.yaml tracks {key}.{part} as a parameter, so it must exist)"
                 ),
             )
-    (data,) = c.section(raw["data"], f"{key}.data", DataSpec())
+    data = _data(c, name, raw["data"], f"{key}.data")
     for n in ("train", "test"):
         if not getattr(data, n):
             c.fail(
@@ -305,6 +306,34 @@ def _behavior(c: _Checker, name: Any, raw: Any, key: str, p: dict[str, Any], gro
     train, train_opts = c.section(raw["train"], f"{key}.train", p["train"], p["train_options"])
     ev, ev_opts = c.section(raw["evaluate"], f"{key}.evaluate", p["evaluate"], p["evaluate_options"], skip=("texts",))
     return Behavior(str(name), data, train, train_opts, ev, ev_opts, group)
+
+
+def _data(c: _Checker, name: str, raw: Any, key: str) -> DataSpec:
+    """A behavior's ``data:``: files, or ``generate: {describe: ..., ...}`` (then its pairs are the generate
+    stage's ``data/generated/<name>/{train,test}.jsonl``)."""
+    raw = c.mapping(raw, key, knob_names(DataSpec))
+    (data,) = c.section({k: v for k, v in raw.items() if k != "generate"}, key, DataSpec(), skip=("generate",))
+    if raw.get("generate") is None:
+        return data
+    (gen,) = c.section(raw["generate"], f"{key}.generate", GenerateConfig())
+    if not gen.describe.strip():
+        c.fail(
+            f"{key}.generate.describe",
+            "is missing",
+            fix="describe the behavior in words, e.g. `describe: talks like a pirate`",
+        )
+    if data.train or data.test:
+        c.fail(
+            key,
+            "names files and generate: one or the other",
+            fix="drop train/test (the generate stage writes data/generated/<behavior>/), or drop generate",
+        )
+    if gen.questions and (Path(gen.questions).is_absolute() or ".." in Path(gen.questions).parts):
+        c.fail(f"{key}.generate.questions", "must be a path inside the project, relative to it")
+    folder = generated_dir(".", name)
+    return dataclasses.replace(
+        data, train=(folder / "train.jsonl").as_posix(), test=(folder / "test.jsonl").as_posix(), generate=gen
+    )
 
 
 def _model(c: _Checker, raw: Any, root: Path) -> ModelParams:

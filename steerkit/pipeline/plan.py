@@ -18,8 +18,8 @@ from ..layout import RELEASES
 from . import graph
 from .params import Params
 
-#: derive needs nothing: first, so it runs beside prepare instead of holding up transfer later
-ORDER = ("derive", "prepare", "train", "evaluate", "gate", "transfer", "compose")
+#: the order tasks are submitted in (derive needs nothing: first, so it runs beside the chains); from the graph
+ORDER = graph.ORDER
 
 
 @dataclass

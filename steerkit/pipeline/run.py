@@ -17,31 +17,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..config import knob_names
 from ..errors import spelled
-from ..eval.config import ComposeConfig, EvalConfig, TransferConfig
 from ..fileio import sha256_tree
-from ..stages.options import (
-    ComposeOptions,
-    EvaluateOptions,
-    TrainOptions,
-    TransferOptions,
-)
-from ..train.config import BipoConfig, LoraConfig
 from .devices import Devices, pool
 from .dvc import up_to_date
 from .graph import Node, StageError, node, spec
 from .ledger import Ledger
 from .params import DEFAULT_PARAMS, Params, load_params
-
-#: the settings each stage's errors may name, and the params.yaml section they live in
-_SECTIONS: dict[str, tuple[str, tuple[type, ...]]] = {
-    "train": ("train", (BipoConfig, TrainOptions)),
-    "evaluate": ("evaluate", (EvalConfig, EvaluateOptions)),
-    "derive": ("derive", (LoraConfig,)),
-    "transfer": ("transfer", (TransferConfig, TransferOptions)),
-    "compose": ("compose", (ComposeConfig, ComposeOptions)),
-}
 
 
 def params_spelling(stage: str, name: str | None) -> dict[str, str]:
@@ -53,14 +35,7 @@ def params_spelling(stage: str, name: str | None) -> dict[str, str]:
             "test_inputs": f"behaviors.{name}.data.test",
             "mapping": f"behaviors.{name}.data.columns",
         }
-    if stage not in _SECTIONS:
-        return {}
-    section, types = _SECTIONS[stage]
-    out = {}
-    for cls in types:
-        for f in knob_names(cls):
-            out[f] = f"behaviors.{name}.{section}.{f}" if name and stage in ("train", "evaluate") else f"{section}.{f}"
-    return out
+    return spec(stage).spelling(name)
 
 
 def run_stage(

@@ -10,6 +10,7 @@ from typing import Any
 
 from ..eval.metrics import CI, metric
 from ..layout import catalog_path, report_path
+from .graph import STAGES
 from .params import Params
 
 SWING_NOTE = (
@@ -130,10 +131,10 @@ def rows(p: Params, out: Outcome, groups: tuple[str, ...] = (), started: str | N
                     "kept" + CI: (co.get("kept_ci95") or {}).get(name),
                 }
         row["gate"] = _gate(p, name, history, out, started)
-        row["stages"] = {
-            st: out.status(f"{st}@{name}")
-            for st in ("prepare", "train", "evaluate", "gate", "transfer")
-            if st != "transfer" or b.group is None
+        row["stages"] = {  # every per-behavior stage of the graph that runs for this behavior
+            s.name: out.status(f"{s.name}@{name}")
+            for s in STAGES
+            if s.over == "behavior" and name in s.instances(p, groups or tuple(p.optional))
         }
         row["plot"] = report_path(".", "eval", p.model.dir, name, "png").as_posix()
         row["reports"] = {

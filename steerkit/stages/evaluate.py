@@ -19,6 +19,7 @@ from ..layout import report_name, report_path
 from ..models import LoadedModel, load_model
 from ..train.seeds import load_seeds
 from ..vector import SteeringVector
+from .prepare import source_of
 
 
 @dataclass
@@ -60,8 +61,9 @@ def evaluate(
 ) -> Evaluated:
     """Evaluate ``vector_file`` on ``test_file`` beside ``baseline`` (scaled to its norm) and the prompt baseline.
 
-    The prompts are ``prompt_toward``/``prompt_away``, else steerkit's own for the vector's behavior
-    (no prompt baseline when it has none). Writes the report JSON and its PNG.
+    The prompts are ``prompt_toward``/``prompt_away``; else, for pairs a teacher wrote, the very prompts that
+    made them (did distilling the prompt into a vector keep its effect?); else steerkit's own for the
+    vector's behavior (no prompt baseline when it has none). Writes the report JSON and its PNG.
     """
     cfg = cfg or EvalConfig()
     vec = SteeringVector.load(vector_file)
@@ -72,6 +74,9 @@ def evaluate(
     spec = model.name if isinstance(model, LoadedModel) else model
     out = Path(out) if out is not None else default_out(vec, str(vector_file), spec, root)  # before a model loads
     lm = model if isinstance(model, LoadedModel) else load_model(model, device=device, dtype=dtype)
+    made = (source_of(test_file) or {}).get("generated") if prompt_toward is None and prompt_away is None else None
+    if made:
+        prompt_toward, prompt_away = made["prompts"]["toward"], made["prompts"]["away"]
     prompts = prompts_for(vec.meta.get("behavior"), prompt_toward, prompt_away)
     report = evaluate_vector(
         lm.model,

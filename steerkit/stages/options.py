@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from ..config import knob
 from ..data.readers import PAIR_FORMATS
+from ..synth.config import GenerateConfig
 
 BASELINES = ("caa", "none")
 METHODS = ("bipo", "caa")
@@ -21,7 +22,8 @@ def _limit(what: str) -> int | None:
 
 @dataclass(frozen=True)
 class DataSpec:
-    """A behavior's data: its training file, its held-out file and their format (``params.yaml``'s ``data:``)."""
+    """A behavior's data: its training file, its held-out file and their format (``params.yaml``'s ``data:``);
+    or, with ``generate``, the pairs a teacher writes from a description (the generate stage)."""
 
     train: str = knob("", "The training pairs file (any format steerkit reads).")
     test: str = knob("", "The held-out pairs file: the test split, never trained on.")
@@ -29,6 +31,9 @@ class DataSpec:
     columns: str | None = knob(
         None,
         "For any other table: which columns hold the pair, e.g. question=prompt,matching=chosen,not_matching=rejected.",
+    )
+    generate: GenerateConfig | None = knob(
+        None, "Pairs a teacher writes from a description (instead of files): the generate stage's settings."
     )
 
 

@@ -1,7 +1,14 @@
-"""The prepare stage: one behavior's raw data files → validated, split ``data/pairs/<behavior>/{train,test}.jsonl``."""
+"""The prepare stage: one behavior's raw data files → validated, split ``data/pairs/<behavior>/{train,test}.jsonl``.
+
+Beside the pairs it writes ``source.json``: where they came from (each input file and its sha256, what
+was dropped) and, for pairs a teacher wrote, the generation's provenance (the description, the
+teacher, the prompts, the seed): training and evaluation read it from there, so it travels with the pairs.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +17,9 @@ from ..data.checks import split, validate
 from ..data.pairs import ContrastivePair, write_pairs_jsonl
 from ..data.readers import read_pairs
 from ..errors import DataError, option
-from ..layout import pairs_file, safe_name
+from ..fileio import atomic_write_json, sha256_file
+from ..layout import pairs_file, pairs_source, safe_name
+from ..synth.pairs import provenance_path
 
 
 @dataclass
@@ -23,6 +32,7 @@ class Prepared:
     n_train: int
     n_test: int
     dropped: dict[str, int]
+    source: Path | None = None
 
 
 def prepare(
@@ -64,7 +74,53 @@ def prepare(
     train_file, test_file = pairs_file(root, behavior, "train"), pairs_file(root, behavior, "test")
     write_pairs_jsonl(train_file, train)
     write_pairs_jsonl(test_file, test)
-    return Prepared(behavior, train_file, test_file, len(train), len(test), dropped)
+    source = {
+        "format": SOURCE_FORMAT,
+        "behavior": behavior,
+        "inputs": [_file(p, root) for p in inputs],
+        "test_inputs": [_file(p, root) for p in test_inputs],
+        "n_train": len(train),
+        "n_test": len(test),
+        "dropped": dropped,
+        "generated": generation_of([*inputs, *test_inputs]),
+    }
+    written = atomic_write_json(pairs_source(root, behavior), source)
+    return Prepared(behavior, train_file, test_file, len(train), len(test), dropped, written)
+
+
+SOURCE_FORMAT = "steerkit.pairs-source"
+
+
+def _file(path: str | Path, root: str | Path) -> dict[str, str]:
+    """An input file as ``source.json`` records it: its path (relative to the project when inside it), sha256."""
+    p = Path(path)
+    try:
+        shown = Path(os.path.abspath(p)).relative_to(os.path.abspath(root)).as_posix()
+    except ValueError:
+        shown = p.as_posix()
+    return {"path": shown, "sha256": sha256_file(p)}
+
+
+def generation_of(inputs: Sequence[str | Path]) -> dict | None:
+    """The provenance of pairs a teacher wrote, if the inputs have one beside them (``<name>.generation.json``,
+    or ``generation.json`` in their folder), else None."""
+    for path in map(Path, inputs):
+        for candidate in (provenance_path(path), path.parent / "generation.json"):
+            if candidate.is_file():
+                try:
+                    return json.loads(candidate.read_text(encoding="utf-8"))
+                except (OSError, ValueError) as exc:
+                    raise DataError(f"cannot read the generation's provenance ({exc})", where=str(candidate)) from None
+    return None
+
+
+def source_of(pairs: str | Path) -> dict | None:
+    """The ``source.json`` beside a prepared pairs file, or None (pairs prepared elsewhere)."""
+    path = Path(pairs).parent / "source.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read where the pairs came from ({exc})", where=str(path)) from None
 
 
 def read_all(paths: Sequence[str | Path], fmt: str, mapping: Mapping[str, str] | None = None) -> list[ContrastivePair]:

@@ -22,12 +22,14 @@ from ..layout import safe_name, staging_dir
 from ..models import LoadedModel, decoder_layers, load_model
 from ..packing import encode_pairs
 from ..recipes import Recipe, recipe_for
+from ..synth.pairs import summary_of
 from ..train import bipo
 from ..train.caa import train_caa
 from ..train.config import BipoConfig
 from ..train.seeds import agreement, seed_paths
 from ..vector import SteeringVector
 from .options import BASELINES, METHODS
+from .prepare import source_of
 
 
 def train_vector(
@@ -69,6 +71,9 @@ def train_vector(
         "system_prompt": system,
         "recipe": {"name": recipe.name, "overrides": recipe.overrides(cfg)},
     }
+    source = source_of(train_file)
+    if source and source.get("generated"):  # pairs a teacher wrote: how, carried on to the catalog
+        data["generated"] = summary_of(source["generated"])
     out = Path(out)
     if method == "bipo" and seeds > 1:
         vector = _train_seeds(lm, enc, cfg, out, seeds, engine, progress, data)

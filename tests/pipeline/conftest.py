@@ -110,11 +110,12 @@ def tiny_params(model_dir: Path) -> dict:
 def sync_dvc_yaml(root: Path) -> None:
     """dvc.yaml's derived parts for this project's params (its model and layer name the artifacts)."""
     from steerkit.pipeline.dvcyaml import sync
-    from steerkit.pipeline.graph import artifacts
+    from steerkit.pipeline.graph import artifacts, foreach_items
     from steerkit.pipeline.params import load_params
 
+    p = load_params(root / "params.yaml")
     text = (root / "dvc.yaml").read_text(encoding="utf-8")
-    (root / "dvc.yaml").write_text(sync(text, artifacts(load_params(root / "params.yaml"))), encoding="utf-8")
+    (root / "dvc.yaml").write_text(sync(text, artifacts(p), foreach_items(p)), encoding="utf-8")
 
 
 def write_params(root: Path, params: dict) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from steerkit.pipeline.code import stage_code
 from steerkit.pipeline.dvcyaml import sync, with_code_deps
-from steerkit.pipeline.graph import STAGE_NAMES, artifacts
+from steerkit.pipeline.graph import STAGE_NAMES, artifacts, foreach_items
 from steerkit.pipeline.params import load_params
 
 from ..conftest import REPO
@@ -25,7 +25,8 @@ def test_a_stage_runs_its_own_modules_not_the_cli_pipeline_or_docs():
 def test_dvc_yaml_lists_the_code_each_stage_runs_and_the_artifacts():
     text = (REPO / "dvc.yaml").read_text(encoding="utf-8")
     assert with_code_deps(text) == text, "run `steerkit pipeline sync --write` and commit dvc.yaml"
-    assert sync(text, artifacts(load_params(REPO / "params.yaml"))) == text, "run `steerkit pipeline sync --write`"
+    p = load_params(REPO / "params.yaml")
+    assert sync(text, artifacts(p), foreach_items(p)) == text, "run `steerkit pipeline sync --write`"
 
 
 def test_the_artifacts_are_dvcs_and_follow_the_behaviors():

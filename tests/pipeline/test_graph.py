@@ -26,7 +26,7 @@ from steerkit.pipeline.params import load_params
 from steerkit.vector import SteeringVector
 
 from ..conftest import REPO
-from .conftest import make_project
+from .conftest import make_project, write_params
 
 
 def dvc_stages(root: Path) -> dict[str, dict[str, Any]]:
@@ -126,7 +126,7 @@ def _plain(value: Any) -> Any:
 
 
 #: stage function -> the arguments that do not describe what is computed (progress bars, file locations in staging)
-IGNORED = {"progress", "resume", "engine", "device", "dtype"}
+IGNORED = {"progress", "resume", "engine", "device", "dtype", "log"}
 
 
 def bound(fn: Any, args: tuple, kwargs: dict) -> dict[str, Any]:
@@ -140,24 +140,14 @@ def bound(fn: Any, args: tuple, kwargs: dict) -> dict[str, Any]:
 
 def record(monkeypatch, calls: list) -> None:
     """Replace every stage function the CLI and the pipeline reach with one that records its arguments."""
-    import steerkit.stages.catalog as catalog_stage
-    import steerkit.stages.compose as compose_stage
-    import steerkit.stages.derive as derive_stage
-    import steerkit.stages.evaluate as evaluate_stage
-    import steerkit.stages.gate as gate_stage
-    import steerkit.stages.prepare as prepare_stage
-    import steerkit.stages.train as train_stage
-    import steerkit.stages.transfer as transfer_stage
+    import importlib
 
-    for module, name in (
-        (prepare_stage, "prepare"),
-        (evaluate_stage, "evaluate"),
-        (gate_stage, "gate"),
-        (derive_stage, "derive"),
-        (transfer_stage, "transfer"),
-        (compose_stage, "compose"),
-        (catalog_stage, "catalog"),
-    ):
+    import steerkit.stages.train as train_stage
+
+    # every stage of the graph: its function is steerkit.stages.<stage>.<stage> (train: its train_vector)
+    for module, name in ((importlib.import_module(f"steerkit.stages.{s.name}"), s.name) for s in graph.STAGES):
+        if name == "train":
+            continue
         real = inspect.unwrap(getattr(module, name))
 
         def fake(*args: Any, _real: Any = real, **kwargs: Any) -> Any:
@@ -183,6 +173,13 @@ def test_every_printed_command_line_is_the_stage_call(tmp_path, tiny_model_dir, 
 
     root = make_project(tmp_path / "proj", tiny_model_dir, git=False)
     monkeypatch.chdir(root)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["behaviors"]["pirate"] = {
+        "data": {"generate": {"describe": "talks like a pirate"}},
+        "train": {},
+        "evaluate": {},
+    }
+    write_params(root, params)
     p = load_params(root / "params.yaml")
     seen = set()
     for n in graph.nodes(p):
@@ -200,3 +197,24 @@ def test_every_printed_command_line_is_the_stage_call(tmp_path, tiny_model_dir, 
         assert via_cli == direct and direct, n.address
         seen.add(n.stage)
     assert seen == set(graph.STAGE_NAMES)
+
+
+def test_a_stage_is_declared_once_and_the_rest_follows():
+    """The flow's order, params.yaml's tracked sections and the stage functions all come from ``graph.STAGES``:
+    a stage left out of one of them fails here, it is never dropped silently."""
+    import importlib
+
+    from steerkit.pipeline import plan
+    from steerkit.pipeline.params import TRACKED
+
+    assert set(plan.ORDER) == {s.name for s in graph.STAGES if not s.after_commit}
+    assert plan.ORDER.index("derive") == 0  # reads no behavior: it runs beside the chains
+    top = {s.section for s in graph.STAGES if s.section and not s.section.startswith("data.")}
+    assert set(TRACKED) == top  # DVC refuses a params.yaml without a section dvc.yaml tracks
+    shipped = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+    assert top <= set(shipped)
+    for s in graph.STAGES:
+        fn = getattr(importlib.import_module(f"steerkit.stages.{s.name}"), s.name)
+        assert callable(fn), s.name
+        for cls in s.configs:  # its settings are spelled in params.yaml's words in its errors
+            assert set(s.spelling("x")) >= set(cls.__dataclass_fields__), s.name

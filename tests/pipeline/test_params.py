@@ -130,7 +130,7 @@ def test_dvc_resolves_the_shipped_pipeline():
     train = stages["train@wealth-seeking"]
     assert train.cmd == "steerkit pipeline stage train wealth-seeking"
     data_deps = [d.def_path for d in train.deps if not hasattr(d, "params") and not d.def_path.startswith("steerkit/")]
-    assert data_deps == ["data/pairs/wealth-seeking/train.jsonl"]
+    assert data_deps == ["data/pairs/wealth-seeking/train.jsonl", "data/pairs/wealth-seeking/source.json"]
     assert "steerkit/train/bipo.py" in {d.def_path for d in train.deps}  # and the code it runs
     assert [o.def_path for o in train.outs] == ["vectors/smollm2-135m-instruct/wealth-seeking"]
     ev = stages["evaluate@power-seeking"]
@@ -143,3 +143,28 @@ def test_dvc_resolves_the_shipped_pipeline():
         "data/seed/power-seeking/train.jsonl",
         "data/seed/power-seeking/test.jsonl",
     ]
+
+
+def test_a_behavior_from_a_description():
+    """``data: {generate: {...}}`` instead of files: the generate stage's settings, its pairs where prepare reads."""
+    from steerkit.pipeline.params import parse_params
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+    raw["behaviors"]["pirate"] = {
+        "data": {"generate": {"describe": "talks like a pirate", "pairs": 24, "teacher": "self"}},
+        "train": {},
+        "evaluate": {},
+    }
+    b = parse_params(raw, root=REPO).behaviors["pirate"]
+    assert (b.data.train, b.data.test) == ("data/generated/pirate/train.jsonl", "data/generated/pirate/test.jsonl")
+    assert b.data.generate.describe == "talks like a pirate" and b.data.generate.pairs == 24
+    for bad, match in (
+        ({"generate": {"pairs": 24}}, "behaviors.pirate.data.generate.describe: is missing"),
+        ({"generate": {"describe": "x", "pairs": "many"}}, "pairs: must be an integer"),
+        ({"generate": {"describe": "x", "teacher": "gpt"}}, "teacher"),
+        ({"generate": {"describe": "x"}, "train": "a.jsonl"}, "names files and generate"),
+        ({"generate": {"describe": "x", "questions": "/etc/passwd"}}, "inside the project"),
+    ):
+        raw["behaviors"]["pirate"]["data"] = bad
+        with pytest.raises(ParamsError, match=match):
+            parse_params(raw, root=REPO)

@@ -32,6 +32,7 @@ RANKS: dict[str, int] = {
     "recipes": 4,
     "eval": 5,
     "catalog": 6,
+    "synth": 6,  # pairs a teacher writes: the model (2), its judge's rubric (eval, 5)
     "stages": 7,
     "pipeline": 8,
     "cli": 9,

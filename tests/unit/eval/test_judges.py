@@ -185,6 +185,18 @@ def test_openai_judge_settings_from_env_and_no_key_header(server, monkeypatch):
     assert "Authorization" not in server.requests[0]["headers"]
 
 
+def test_a_constrained_judge_asks_for_json_and_reads_it(server, monkeypatch):
+    monkeypatch.setenv("STEERKIT_JUDGE_CONSTRAIN", "1")
+    server.reply('{"score": 2}')
+    judge = OpenAIJudge(server.url, "m")
+    assert judge.score(PAIR, "an answer") == 2.0
+    body = server.requests[0]["json"]
+    assert body["response_format"]["type"] == "json_object"
+    assert body["response_format"]["schema"]["properties"]["score"]["enum"] == [1, 2, 3, 4]
+    assert body["messages"][1]["content"].endswith('Reply as JSON: {"score": 1-4}')
+    assert "response_format" not in OpenAIJudge(server.url, "m", constrain=False).request_body(PAIR, "x")
+
+
 def test_openai_judge_needs_settings(monkeypatch):
     for var in ("STEERKIT_JUDGE_BASE_URL", "STEERKIT_JUDGE_MODEL"):
         monkeypatch.delenv(var, raising=False)
