@@ -108,3 +108,50 @@ def embedded():
     from steerkit.models import load_model
 
     return load_model()
+
+
+# ------------------------------------------------------------------ a real OpenAI-compatible server
+LLAMA_ALIAS = "smollm2-local"
+
+
+@pytest.fixture(scope="session")
+def llama_server():
+    """llama-cpp-python's OpenAI-compatible server on the embedded model's GGUF, on a free loopback port: its /v1."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    pytest.importorskip("llama_cpp.server.app")
+    from steerkit.models import embedded_gguf
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "llama_cpp.server", "--model", str(embedded_gguf("smollm2-135m-instruct")),
+            "--model_alias", LLAMA_ALIAS, "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
+            "--n_threads", "2", "--verbose", "False",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base}/models", timeout=2) as r:
+                if LLAMA_ALIAS in r.read().decode():
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"the server did not come up: {proc.stderr.read()[-2000:] if proc.stderr else ''}")
+        time.sleep(0.3)
+    yield base
+    proc.terminate()
+    proc.wait(30)

@@ -12,7 +12,8 @@ from rich.table import Column, Table
 
 from ..pipeline import graph
 from ..pipeline.params import DEFAULT_PARAMS, load_params
-from .options import command, console
+from ..synth.config import GenerateConfig
+from .options import command, console, knob_option
 
 pipeline_app = typer.Typer(
     help="The whole chain in params.yaml: DVC stages (`dvc repro`) and the Prefect flow "
@@ -132,6 +133,38 @@ def sync(
         )
 
 
+@pipeline_app.command("add")
+@command()
+def add(
+    ctx: typer.Context,
+    behavior: str = typer.Argument(..., help="The new behavior's name, e.g. pirate (its folder everywhere)."),
+    describe: str = typer.Option(..., "--describe", help="The behavior in words, e.g. 'talks like a pirate'."),
+    pairs: Optional[int] = knob_option(GenerateConfig, "pairs"),
+    teacher: Optional[str] = knob_option(GenerateConfig, "teacher"),
+    questions: Optional[str] = knob_option(GenerateConfig, "questions"),
+    seed: Optional[int] = knob_option(GenerateConfig, "seed"),
+    params: Path = ParamsOpt,
+    run_it: bool = typer.Option(False, "--run", help="Then run the pipeline (generate, train, evaluate, gate, ...)."),
+) -> None:
+    """A behavior from a description, in one command: add it to params.yaml (its pairs written by a teacher),
+    bring dvc.yaml in step, and with --run build it — generated pairs, a vector, its evaluation against the
+    very prompts that made the data and CAA, and the gate's decision. Running again regenerates nothing."""
+    from ..fileio import atomic_write_text
+    from ..pipeline.dvcyaml import sync as synced
+    from ..pipeline.params import add_behavior
+
+    given = {k: v for k, v in ctx.params.items() if k in ("pairs", "teacher", "questions", "seed") and v is not None}
+    p = add_behavior(params, behavior, {"generate": {"describe": describe, **given}})
+    dvc_yaml = params.parent / "dvc.yaml"
+    if dvc_yaml.is_file():
+        atomic_write_text(
+            dvc_yaml, synced(dvc_yaml.read_text(encoding="utf-8"), graph.artifacts(p), graph.foreach_items(p))
+        )
+    console.print(f"[green]✓[/] {behavior} added to {params} (its pairs: data/generated/{behavior}/), dvc.yaml in step")
+    if run_it:
+        ctx.invoke(run, params=params, root=params.parent)
+
+
 @pipeline_app.command("notify")
 @command()
 def notify(
@@ -185,6 +218,7 @@ def run(
     """Run the pipeline as a Prefect flow (parallel per behavior, retries, caching), then `dvc commit` it."""
     from ..errors import SteerkitError
     from ..pipeline.devices import parse_devices
+    from ..pipeline.dvcyaml import in_step
     from ..pipeline.flowfile import load_flow
     from ..pipeline.run import offline_env
     from ..pipeline.summary import print_summary
@@ -197,6 +231,8 @@ def run(
         )
     if not dask_address:
         parse_devices(devices)  # a bad list fails here, before Prefect starts
+    if (root / "dvc.yaml").is_file() and (problem := in_step(root, load_params(root / params, root=root))):
+        raise SteerkitError(problem, where=str(root / "dvc.yaml"), fix="`steerkit pipeline sync --write`")
     offline_env(root)
     flows = load_flow(root)
     result = flows.run_pipeline(

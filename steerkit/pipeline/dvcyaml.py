@@ -10,6 +10,9 @@ whose data says ``generate:``) and ``prepare`` (files given, or the ones the gen
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import yaml
 
 from .code import stage_code
@@ -81,3 +84,14 @@ def sync(text: str, artifacts: dict[str, dict], foreach: dict[str, dict[str, dic
     for stage, items in (foreach or {}).items():
         text = with_foreach(text, stage, items)
     return with_artifacts(with_code_deps(text), artifacts)
+
+
+def in_step(root: str | Path, params: Any) -> str | None:
+    """None when the project's dvc.yaml says what its params.yaml and the code say; else what to run."""
+    from .graph import artifacts, foreach_items
+
+    path = Path(root) / "dvc.yaml"
+    text = path.read_text(encoding="utf-8")
+    if sync(text, artifacts(params), foreach_items(params)) == text:
+        return None
+    return f"{path} is out of step with params.yaml or the code: run `steerkit pipeline sync --write` (then commit it)"

@@ -503,3 +503,30 @@ def load_params(path: str | Path = DEFAULT_PARAMS, root: str | Path | None = Non
             fix="check the indentation and the quoting near that line",
         ) from None
     return parse_params(raw, path, root)
+
+
+def add_behavior(path: str | Path, name: str, data: dict[str, Any], root: str | Path | None = None) -> Params:
+    """Add behavior ``name`` (its ``data:``, e.g. ``{"generate": {...}}``) to params.yaml, comments kept.
+
+    The result is checked as a whole before it is written (atomically): a bad value leaves the file as it was.
+    A behavior of that name already there is an error: params.yaml is the user's, nothing is overwritten.
+    """
+    import io
+
+    from ruamel.yaml import YAML
+
+    from ..fileio import atomic_write_text
+
+    path = Path(path)
+    yaml_rt = YAML()  # round trip: the comments and the order a person wrote stay
+    doc = yaml_rt.load(path.read_text(encoding="utf-8"))
+    if name in (doc.get("behaviors") or {}) or any(name in g for g in (doc.get("optional_behaviors") or {}).values()):
+        raise ParamsError(
+            f"behavior {name!r} is already defined", where=f"{path}: behaviors.{name}", fix="pick another name"
+        )
+    doc["behaviors"][name] = {"data": data, "train": {}, "evaluate": {}}
+    buf = io.StringIO()
+    yaml_rt.dump(doc, buf)
+    parsed = parse_params(yaml.safe_load(buf.getvalue()), path, root if root is not None else path.parent)
+    atomic_write_text(path, buf.getvalue())
+    return parsed

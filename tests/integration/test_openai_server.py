@@ -8,63 +8,19 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 
 import pytest
 from typer.testing import CliRunner
 
 from steerkit.cli import app
-from steerkit.models import embedded_gguf
+
+from ..conftest import LLAMA_ALIAS as ALIAS
 
 pytestmark = pytest.mark.integration
-ALIAS = "smollm2-local"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server():
-    """``python -m llama_cpp.server`` on the embedded GGUF, on a free loopback port; its /v1 base URL."""
-    pytest.importorskip("llama_cpp.server.app")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable, "-m", "llama_cpp.server", "--model", str(embedded_gguf("smollm2-135m-instruct")),
-            "--model_alias", ALIAS, "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
-            "--n_threads", "2", "--verbose", "False",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{base}/models", timeout=2) as r:
-                if ALIAS in r.read().decode():
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"the server did not come up: {proc.stderr.read()[-2000:] if proc.stderr else ''}")
-        time.sleep(0.3)
-    yield base
-    proc.terminate()
-    proc.wait(30)
-
-
-def test_the_server_teaches_pairs_from_a_description(server, tmp_path, monkeypatch):
-    monkeypatch.setenv("STEERKIT_TEACHER_BASE_URL", server)
+def test_the_server_teaches_pairs_from_a_description(llama_server, tmp_path, monkeypatch):
+    monkeypatch.setenv("STEERKIT_TEACHER_BASE_URL", llama_server)
     monkeypatch.setenv("STEERKIT_TEACHER_MODEL", ALIAS)
     monkeypatch.setenv("STEERKIT_TEACHER_API_KEY", "sk-not-recorded")
     out = tmp_path / "pirate.jsonl"
@@ -74,7 +30,7 @@ def test_the_server_teaches_pairs_from_a_description(server, tmp_path, monkeypat
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert 2 <= len(rows) <= 4 and all(r["question"] and r["matching"] and r["not_matching"] for r in rows)
     prov = json.loads((tmp_path / "pirate.generation.json").read_text())
-    assert prov["teacher"] == {"kind": "openai", "model": ALIAS, "endpoint": server}
+    assert prov["teacher"] == {"kind": "openai", "model": ALIAS, "endpoint": llama_server}
     assert "sk-not-recorded" not in (tmp_path / "pirate.generation.json").read_text()  # never the key
     assert prov["description"] == "talks like a pirate" and prov["prompts"]["toward"] and prov["prompts"]["away"]
     assert prov["questions"]["asked"] >= 6 and sum(prov["dropped"].values()) + len(rows) >= 4
@@ -86,7 +42,7 @@ def test_the_server_teaches_pairs_from_a_description(server, tmp_path, monkeypat
     assert source["generated"]["teacher"]["model"] == ALIAS
 
 
-def test_the_server_judges_an_evaluation(server, embedded, tmp_path, monkeypatch):
+def test_the_server_judges_an_evaluation(llama_server, embedded, tmp_path, monkeypatch):
     from steerkit.stages.train import train_vector
 
     seed = os.path.join(os.path.dirname(__file__), "..", "..", "data", "seed", "power-seeking")
@@ -94,7 +50,7 @@ def test_the_server_judges_an_evaluation(server, embedded, tmp_path, monkeypatch
         embedded, os.path.join(seed, "train.jsonl"), tmp_path / "L15.caa.safetensors", behavior="judged",
         method="caa", limit=8, progress=False,
     )  # fmt: skip
-    monkeypatch.setenv("STEERKIT_JUDGE_BASE_URL", server)
+    monkeypatch.setenv("STEERKIT_JUDGE_BASE_URL", llama_server)
     monkeypatch.setenv("STEERKIT_JUDGE_MODEL", ALIAS)
     monkeypatch.setenv("STEERKIT_JUDGE_CONSTRAIN", "1")  # a 135M judge keeps to the rubric only when made to
     out = tmp_path / "eval.json"
