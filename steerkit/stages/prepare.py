@@ -17,7 +17,7 @@ from ..data.checks import split, validate
 from ..data.pairs import ContrastivePair, write_pairs_jsonl
 from ..data.readers import read_pairs
 from ..errors import DataError, option
-from ..fileio import atomic_write_json, sha256_file
+from ..fileio import atomic_write_json
 from ..layout import pairs_file, pairs_source, safe_name
 from ..synth.pairs import provenance_path
 
@@ -74,14 +74,13 @@ def prepare(
     train_file, test_file = pairs_file(root, behavior, "train"), pairs_file(root, behavior, "test")
     write_pairs_jsonl(train_file, train)
     write_pairs_jsonl(test_file, test)
+    # only what the pairs are, not how the raw files happened to hash: rows prepare drops leave it unchanged,
+    # so the stages that read it (train, evaluate) are not rerun for nothing (DVC records the inputs' hashes)
     source = {
         "format": SOURCE_FORMAT,
         "behavior": behavior,
         "inputs": [_file(p, root) for p in inputs],
         "test_inputs": [_file(p, root) for p in test_inputs],
-        "n_train": len(train),
-        "n_test": len(test),
-        "dropped": dropped,
         "generated": generation_of([*inputs, *test_inputs]),
     }
     written = atomic_write_json(pairs_source(root, behavior), source)
@@ -91,14 +90,13 @@ def prepare(
 SOURCE_FORMAT = "steerkit.pairs-source"
 
 
-def _file(path: str | Path, root: str | Path) -> dict[str, str]:
-    """An input file as ``source.json`` records it: its path (relative to the project when inside it), sha256."""
+def _file(path: str | Path, root: str | Path) -> str:
+    """An input file as ``source.json`` records it: its path, relative to the project when inside it."""
     p = Path(path)
     try:
-        shown = Path(os.path.abspath(p)).relative_to(os.path.abspath(root)).as_posix()
+        return Path(os.path.abspath(p)).relative_to(os.path.abspath(root)).as_posix()
     except ValueError:
-        shown = p.as_posix()
-    return {"path": shown, "sha256": sha256_file(p)}
+        return p.as_posix()
 
 
 def generation_of(inputs: Sequence[str | Path]) -> dict | None:

@@ -1120,7 +1120,7 @@ CASES: list[Case] = [
         JudgeError,
         where=("/noscore/v1",),
         what=("no score 1-4",),
-        fix=("single digit",),
+        fix=("stronger judge model", "STEERKIT_JUDGE_CONSTRAIN=1"),
     ),
     Case(
         "judge-http-500",
