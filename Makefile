@@ -57,7 +57,7 @@ run: setup $(if $(BIPO),fetch-bipo,)
 test: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 test-unit: setup
 	$(PY) -m pytest -q tests/unit

@@ -15,6 +15,7 @@ from ..conftest import REPO
 
 pytestmark = pytest.mark.integration
 SEED = REPO / "data" / "seed" / "power-seeking"
+B = "seeded-power"  # a name without built-in prompts: no prompt baseline, half the evaluation's cost
 
 
 def test_cli_evaluate_caa_vector_on_held_out_pairs(embedded, tmp_path, monkeypatch):
@@ -23,13 +24,15 @@ def test_cli_evaluate_caa_vector_on_held_out_pairs(embedded, tmp_path, monkeypat
         embedded,
         SEED / "train.jsonl",
         vec_path,
-        behavior="power-seeking",
+        behavior=B,
         method="caa",
         cfg=BipoConfig(layer=15),
         limit=8,
         progress=False,
     )
     assert vec.meta["method"] == "caa" and vec.norm() > 0
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join((REPO / "steerkit/data/neutral.txt").read_text().splitlines()[:3]) + "\n")
     monkeypatch.chdir(tmp_path)  # the default --out is relative to the working directory
     res = CliRunner().invoke(
         app,
@@ -46,22 +49,24 @@ def test_cli_evaluate_caa_vector_on_held_out_pairs(embedded, tmp_path, monkeypat
             "-x",
             "0",
             "--limit",
-            "6",
+            "4",
+            "--texts",
+            str(texts),
             "--judge",
             "embedding",
             "--n-open",
-            "2",
+            "1",
             "--max-new-tokens",
             "16",
         ],
     )
     assert res.exit_code == 0, res.output
-    out = tmp_path / "reports" / "eval" / "smollm2-135m-instruct" / "power-seeking.caa.json"
+    out = tmp_path / "reports" / "eval" / "smollm2-135m-instruct" / f"{B}.caa.json"
     png = out.with_suffix(".png")
     assert str(out.relative_to(tmp_path)) in res.output.replace("\n", "")
     assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 10_000
     report = json.loads(out.read_text())
-    assert report["n_test"] == 6 and report["multipliers"] == [-2.0, 0.0, 2.0]
+    assert report["n_test"] == 4 and report["multipliers"] == [-2.0, 0.0, 2.0]
     assert report["vector"]["method"] == "caa" and report["vector"]["layer"] == 15
     margin = {r["multiplier"]: r["margin"] for r in report["margin"]}
     assert margin[2.0] > margin[0.0] > margin[-2.0]
@@ -70,5 +75,5 @@ def test_cli_evaluate_caa_vector_on_held_out_pairs(embedded, tmp_path, monkeypat
     fluency = {r["multiplier"]: r["fluency_cost"] for r in report["perplexity"]}
     assert fluency[0.0] == 0.0 and set(fluency) == {-2.0, -1.0, 0.0, 1.0, 2.0}
     gens = report["open_ended"]["generations"]
-    assert report["open_ended"]["judge"] == "embedding" and len(gens) == 6
+    assert report["open_ended"]["judge"] == "embedding" and len(gens) == 3
     assert all(-2.0 <= g["score"] <= 2.0 and g["text"] for g in gens)

@@ -73,7 +73,7 @@ def test_llamacpp_steers_like_steerkit_and_a_wrong_export_does_not(embedded, tmp
     lm = embedded
     train = encode_pairs(lm.tokenizer, load_pairs(SEED / "train.jsonl", 32))
     vec = scale_to_norm(train_caa(lm.model, train, 15, lm.tokenizer.pad_token_id, model_name=lm.name), 10.0)
-    pairs = load_pairs(SEED / "test.jsonl", 12)
+    pairs = load_pairs(SEED / "test.jsonl", 8)
     ours = margin_curve(lm.model, lm.tokenizer, pairs, vec, M)
     enc = encode_pairs(lm.tokenizer, pairs)
     path, scale, layers = from_catalog(vec, tmp_path)

@@ -223,12 +223,3 @@ def first_run(tmp_path_factory, tiny_model_dir, prefect_api) -> Path:
         assert summary["ok"], summary["message"]
         keep_first_run(root, tmp_path_factory.mktemp("first-run-kept"))
     return _FIRST_RUN["root"]
-
-
-def pytest_collection_modifyitems(config, items):
-    """The pipeline tests share one Prefect API and one first run: under pytest-xdist they run in one worker,
-    beside the others (`--dist loadgroup`)."""
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(item.fspath).parents:
-            item.add_marker(pytest.mark.xdist_group("pipeline"))

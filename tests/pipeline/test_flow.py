@@ -49,12 +49,15 @@ def flows(project, monkeypatch):
     return load_flows(project)
 
 
-def artifacts(key: str) -> list:
+def artifacts(key: str, since=None) -> list:
+    """The artifacts under ``key`` on the session's Prefect server, newest first; only those made since ``since``
+    when given (the embedded pipeline test's run shares the server)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
     with get_client(sync_client=True) as client:
-        return client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+    return sorted((a for a in found if since is None or a.created >= since), key=lambda a: a.created, reverse=True)
 
 
 def vector_events(since, timeout: float = 20.0) -> dict[str, tuple[str, dict]]:
@@ -151,14 +154,14 @@ def test_1_first_run_retries_commits_and_agrees_with_dvc(project, flows, monkeyp
     assert got[f"steerkit.vector.tiny-llama.{A}"][0] == "steerkit.vector.promoted"
     assert got[f"steerkit.vector.tiny-llama.{B}"][0] == "steerkit.vector.inconclusive"
     assert got[f"steerkit.vector.tiny-llama.{A}"][1]["version"] == 1
-    progress = max(artifacts("steerkit-pipeline-progress"), key=lambda a: a.created)
+    progress = artifacts("steerkit-pipeline-progress", started)[0]
     assert float(progress.data) == 100.0
     assert "Data and pipelines are up to date" in dvc(project, "repro", "--dry").stdout
     # the artifacts a person reads in the Prefect UI
-    table = artifacts("steerkit-pipeline-table")
+    table = artifacts("steerkit-pipeline-table", started)
     assert table and {row["behavior"] for row in yaml.safe_load(table[0].data)} == set(BEHAVIORS)
-    assert "margin swing" in artifacts("steerkit-pipeline-report")[0].data
-    release = yaml.safe_load(artifacts("steerkit-pipeline-release")[0].data)
+    assert "margin swing" in artifacts("steerkit-pipeline-report", started)[0].data
+    release = yaml.safe_load(artifacts("steerkit-pipeline-release", started)[0].data)
     assert {row["behavior"] for row in release} == set(BEHAVIORS) and all(row["why"] for row in release)
 
     again = flows.run_pipeline(root=str(project), retries=0)
