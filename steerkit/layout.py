@@ -152,3 +152,9 @@ def artifact_name(model: str, behavior: str, method: str = "bipo") -> str:
     """DVC's registry name for a vector (letters, digits and ``-``): ``<model folder>-<behavior>[-<method>]``."""
     raw = f"{model_slug(model)}-{behavior}" + ("" if method == "bipo" else f"-{method}")
     return re.sub(r"-{3,}", "--", re.sub(r"[^A-Za-z0-9-]", "-", raw)).strip("-")
+
+
+def provenance_path(pairs_file: str | Path) -> Path:
+    """Where a generated pairs file's provenance goes: ``pirate.jsonl`` → ``pirate.generation.json`` beside it."""
+    p = Path(pairs_file)
+    return p.with_name(p.name.removesuffix(".jsonl") + ".generation.json")

@@ -18,8 +18,7 @@ from ..data.pairs import ContrastivePair, write_pairs_jsonl
 from ..data.readers import read_pairs
 from ..errors import DataError, option
 from ..fileio import atomic_write_json
-from ..layout import pairs_file, pairs_source, safe_name
-from ..synth.pairs import provenance_path
+from ..layout import pairs_file, pairs_source, provenance_path, safe_name
 
 
 @dataclass

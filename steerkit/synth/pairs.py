@@ -24,6 +24,7 @@ from ..data.checks import split
 from ..data.pairs import ContrastivePair, write_pairs_jsonl
 from ..errors import DataError, option, setting
 from ..fileio import atomic_write_json, sha256_file
+from ..layout import provenance_path
 from . import asks, filters
 from .config import GenerateConfig
 from .journal import Journal
@@ -173,12 +174,6 @@ def summary_of(provenance: dict[str, Any]) -> dict[str, Any]:
     """What a vector's metadata and its catalog entry keep of a generation: enough to say how its data was made."""
     keys = ("description", "teacher", "prompts", "sampling", "dropped")
     return {**{k: provenance.get(k) for k in keys}, "pairs": (provenance.get("pairs") or {}).get("kept")}
-
-
-def provenance_path(pairs_file: str | Path) -> Path:
-    """Where a pairs file's provenance goes: ``pirate.jsonl`` → ``pirate.generation.json`` beside it."""
-    p = Path(pairs_file)
-    return p.with_name(p.name.removesuffix(".jsonl") + ".generation.json")
 
 
 def write_one(gen: Generated, out: str | Path) -> tuple[Path, Path]:
