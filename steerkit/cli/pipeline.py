@@ -161,8 +161,10 @@ def add(
             dvc_yaml, synced(dvc_yaml.read_text(encoding="utf-8"), graph.artifacts(p), graph.foreach_items(p))
         )
     console.print(f"[green]✓[/] {behavior} added to {params} (its pairs: data/generated/{behavior}/), dvc.yaml in step")
-    if run_it:
-        ctx.invoke(run, params=params, root=params.parent)
+    if run_it:  # `steerkit pipeline run` itself, with its defaults (params named relative to the project root)
+        cmd = ctx.parent.command.get_command(ctx.parent, "run")
+        with cmd.make_context("run", ["--params", params.name, "--root", str(params.parent)], parent=ctx.parent) as sub:
+            cmd.invoke(sub)
 
 
 @pipeline_app.command("notify")

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from ..recipes import RECIPES, official
-from ..stages.options import METHODS, TrainOptions
+from ..stages.options import METHODS, EvaluateOptions, TrainOptions
 from ..train.config import BipoConfig
 from .options import (
     DeviceOpt,
@@ -128,12 +128,15 @@ def calibrate(
     budget_s: Optional[float] = typer.Option(None, help="Stop trying new candidates after this many seconds."),
     limit: Optional[int] = knob_option(TrainOptions, "limit"),
     seed: int = typer.Option(0, help="Split and training seed."),
+    texts: Optional[Path] = knob_option(EvaluateOptions, "texts"),
 ) -> None:
-    """Sweep layers (and lr/epochs within a budget), keep the best vector, record its safe |m|."""
+    """Sweep layers (and lr/epochs within a budget), keep the best vector, record its safe |m| (the largest whose
+    fluency cost on the neutral texts stays under 10 %)."""
     import dataclasses
 
     from ..data.checks import split
     from ..data.readers import load_pairs
+    from ..data.texts import neutral_texts
     from ..eval.calibrate import calibrate as run
     from ..fileio import atomic_write_json
     from ..layout import safe_name
@@ -156,6 +159,7 @@ def calibrate(
         budget_s=budget_s,
         base=base,
         model_name=lm.name,
+        texts=neutral_texts(texts),
         progress=True,
     )
     res.vector.meta.update(behavior=behavior, data_file=str(data))

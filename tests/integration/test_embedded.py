@@ -116,6 +116,8 @@ def test_demo_summary_runs(tmp_path):
 
 def test_cli_calibrate_records_layer_and_safe_range(tmp_path):
     out = tmp_path / "cal.safetensors"
+    texts = tmp_path / "texts.txt"  # the fluency cost and the safe range: four neutral texts are enough here
+    texts.write_text("\n".join((REPO / "steerkit/data/neutral.txt").read_text().splitlines()[:4]) + "\n")
     res = CliRunner().invoke(
         app,
         [
@@ -134,6 +136,8 @@ def test_cli_calibrate_records_layer_and_safe_range(tmp_path):
             "1",
             "--val-fraction",
             "0.34",
+            "--texts",
+            str(texts),
         ],
     )
     assert res.exit_code == 0, res.output

@@ -168,3 +168,43 @@ def test_a_behavior_from_a_description():
         raw["behaviors"]["pirate"]["data"] = bad
         with pytest.raises(ParamsError, match=match):
             parse_params(raw, root=REPO)
+
+
+def test_pipeline_add_writes_the_behavior_brings_dvc_yaml_in_step_and_runs_the_pipeline(tmp_path, monkeypatch):
+    """`steerkit pipeline add NAME --describe TEXT --run` from outside the project: params.yaml gains the behavior
+    (the shipped comments kept), dvc.yaml its generate and prepare items, and `pipeline run` starts on that project
+    with its defaults; the same name again is refused and changes nothing."""
+    import shutil
+
+    from steerkit.pipeline import flowfile, run, summary
+    from steerkit.pipeline.dvcyaml import in_step
+
+    for name in ("params.yaml", "dvc.yaml"):
+        shutil.copy(REPO / name, tmp_path / name)
+    runs: list[dict] = []
+
+    class Flows:
+        def run_pipeline(self, **kw):
+            runs.append(kw)
+            return {"ok": True}
+
+    monkeypatch.setattr(flowfile, "load_flow", lambda root: Flows())
+    monkeypatch.setattr(run, "offline_env", lambda root=".": None)
+    monkeypatch.setattr(summary, "print_summary", lambda result, console: None)
+    params = tmp_path / "params.yaml"
+    add = ["pipeline", "add", "doctor", "--describe", "recommends a doctor", "--params", str(params)]
+    res = CliRunner().invoke(app, [*add, "--pairs", "8", "--run"])
+    assert res.exit_code == 0, res.output
+    text = params.read_text(encoding="utf-8")
+    assert [ln for ln in text.splitlines() if ln.startswith("#")] == [
+        ln for ln in (REPO / "params.yaml").read_text(encoding="utf-8").splitlines() if ln.startswith("#")
+    ]
+    p = load_params(params, root=tmp_path)
+    assert p.behaviors["doctor"].data.generate.describe == "recommends a doctor"
+    assert p.behaviors["doctor"].data.generate.pairs == 8
+    assert in_step(tmp_path, p) is None and "doctor" in (tmp_path / "dvc.yaml").read_text(encoding="utf-8")
+    assert len(runs) == 1 and runs[0]["root"] == str(tmp_path.resolve()) and runs[0]["params"] == "params.yaml"
+    assert runs[0]["retries"] == 1 and runs[0]["runner"] == "threads"  # `pipeline run`'s own defaults
+
+    again = CliRunner().invoke(app, add)
+    assert again.exit_code != 0 and "already defined" in again.output and params.read_text(encoding="utf-8") == text
