@@ -63,6 +63,8 @@ def main() -> None:
     cur_side, cur_paired, cur = rows(args.root, args.curated)
     dropped = ", ".join(f"{k} {v}" for k, v in prov["dropped"].items()) or "none"
     lines = [
+        f"## A behavior from a description ({args.behavior}) beside a curated one ({args.curated})",
+        "",
         f"Measured {args.date or 'on the date of the run'} on the team's 2-core CPU (fp32): `steerkit pipeline add "
         f'{args.behavior} --describe "{prov["description"]}" --run` from a fresh clone, then '
         "`python experiments/generated_behavior.py`. Every number with its 95 % interval over the held-out pairs.",
