@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import shutil
 
 import pytest
@@ -225,15 +226,20 @@ def test_1c_the_registry_and_the_catalog_give_the_same_stable_vector(project, fl
 
 
 def test_2_dvc_repro_rebuilds_one_chain_and_then_the_flow_has_nothing_to_do(project, flows):
-    before = {b: tree_hash(flows, project / f"vectors/tiny-llama/{b}") for b in BEHAVIORS}
+    """One behavior's evaluation setting: `dvc repro` reruns its evaluation, its gate and the catalog, nothing
+    else (a training change reruns the rest of the chain: test_3); then the flow finds nothing to do."""
+    report = {b: project / f"reports/eval/tiny-llama/{b}.json" for b in BEHAVIORS}
+    before = {b: (report[b].read_bytes(), tree_hash(flows, project / f"vectors/tiny-llama/{b}")) for b in BEHAVIORS}
     params = tiny_params_from(project)
-    params["behaviors"][A]["train"] = {"lr": 0.02}
+    params["behaviors"][A]["evaluate"] = {"multipliers": [-1, 0, 1, 2]}
     write_params(project, params)
     out = dvc(project, "repro").stdout
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
-    assert ran == {f"train@{A}", f"evaluate@{A}", f"gate@{A}", f"transfer@{A}", "compose@power-wealth", "catalog"}, out
-    assert tree_hash(flows, project / f"vectors/tiny-llama/{A}") != before[A]
-    assert tree_hash(flows, project / f"vectors/tiny-llama/{B}") == before[B]
+    assert ran == {f"evaluate@{A}", f"gate@{A}", "catalog"}, out
+    assert json.loads(report[A].read_text())["multipliers"] == [-1.0, 0.0, 1.0, 2.0]
+    assert report[A].read_bytes() != before[A][0]
+    assert tree_hash(flows, project / f"vectors/tiny-llama/{A}") == before[A][1]  # not retrained
+    assert (report[B].read_bytes(), tree_hash(flows, project / f"vectors/tiny-llama/{B}")) == before[B]
     assert dvc_status(project) == {}
 
     summary = flows.run_pipeline(root=str(project), retries=0)
