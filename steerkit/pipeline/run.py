@@ -9,7 +9,6 @@ does, and what the flow does for each task) with its output streamed line by lin
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -19,9 +18,11 @@ from typing import Any
 
 from ..errors import spelled
 from ..fileio import sha256_tree
+from . import launch
 from .devices import Devices, pool
 from .dvc import up_to_date
 from .graph import Node, StageError, node, spec
+from .launch import PARENT_PID, die_with_parent
 from .ledger import Ledger
 from .params import DEFAULT_PARAMS, Params, load_params
 
@@ -129,28 +130,6 @@ def stage_argv(n: Node, params: str) -> list[str]:
     ]
 
 
-#: set by ``stage_process``: the pid of the process that started the stage, which it must not outlive
-PARENT_PID = "STEERKIT_STAGE_PARENT_PID"
-
-
-def die_with_parent(interval_s: float = 1.0) -> None:
-    """End this stage's process as soon as the process that started it (``$STEERKIT_STAGE_PARENT_PID``) is gone.
-
-    A Dask worker killed mid-stage must not leave its stage running on, writing the outputs that
-    the retry elsewhere writes too. A daemon thread polls the parent pid (any OS, no fork tricks).
-    """
-    parent = os.environ.get(PARENT_PID)
-    if not parent or not parent.isdigit():
-        return
-
-    def watch() -> None:
-        while os.getppid() == int(parent):
-            time.sleep(interval_s)
-        os._exit(3)
-
-    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
-
-
 def stage_process(
     n: Node,
     root: str | Path,
@@ -159,11 +138,12 @@ def stage_process(
     log: Callable[[str], None],
     env: dict[str, str] | None = None,
 ) -> None:
-    """Run one stage in its own process (as `dvc repro` does), its output going to ``log`` line by line.
+    """Run one stage in its own process (the command `dvc repro` runs), its output going to ``log`` line by line.
 
     A process per stage keeps stages that run at the same time apart (model loading, RNG seeds,
-    torch threads); ``env`` adds to its environment (the device it is pinned to). A line every 30 s
-    says the stage is still running while it prints nothing.
+    torch threads); it is forked from a warm server where it can (``launch``). ``env`` adds to its
+    environment (the device it is pinned to). A line every 30 s says the stage is still running while
+    it prints nothing.
     """
     env = {**os.environ, **(env or {}), PARENT_PID: str(os.getpid())}
     env.setdefault("COLUMNS", "200")  # command lines and tables on one log line each
@@ -172,17 +152,7 @@ def stage_process(
     argv = stage_argv(n, params)
     t0 = time.perf_counter()
     tail: list[str] = []
-    proc = subprocess.Popen(
-        argv,
-        cwd=root,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
-        bufsize=1,
-    )
+    proc = launch.start(argv, os.path.abspath(root), env)
     beat = threading.Event()
 
     def heartbeat() -> None:

@@ -223,3 +223,12 @@ def first_run(tmp_path_factory, tiny_model_dir, prefect_api) -> Path:
         assert summary["ok"], summary["message"]
         keep_first_run(root, tmp_path_factory.mktemp("first-run-kept"))
     return _FIRST_RUN["root"]
+
+
+def alive(pid: int) -> bool:
+    """The process ``pid`` is running (not gone, not a zombie waiting to be reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

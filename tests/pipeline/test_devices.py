@@ -17,6 +17,8 @@ from steerkit.errors import SteerkitError
 from steerkit.pipeline import devices, graph, run
 from steerkit.pipeline.devices import DevicePool, Devices, parse_devices
 
+from .conftest import alive
+
 
 def test_parse_devices():
     assert parse_devices("auto", visible=lambda: ("cuda:0", "cuda:1")) == Devices(("cuda:0", "cuda:1"))
@@ -106,7 +108,7 @@ def test_a_stage_process_gets_the_pinning_environment(tmp_path, monkeypatch):
 
 DRIVER = """
 import subprocess, sys, os
-child = subprocess.Popen([sys.executable, "-c", "from steerkit.pipeline.run import die_with_parent; import time; "
+child = subprocess.Popen([sys.executable, "-c", "from steerkit.pipeline.launch import die_with_parent; import time; "
                           "die_with_parent(0.1); print('up', flush=True); time.sleep(60)"],
                          env={**os.environ, "STEERKIT_STAGE_PARENT_PID": str(os.getpid())}, stdout=subprocess.PIPE)
 child.stdout.readline()
@@ -122,14 +124,6 @@ def test_a_stage_dies_with_the_process_that_started_it():
     os.kill(parent.pid, 9)
     parent.wait(10)
     deadline = time.time() + 10
-    while time.time() < deadline and _alive(child):
+    while time.time() < deadline and alive(child):
         time.sleep(0.05)
-    assert not _alive(child)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+    assert not alive(child)

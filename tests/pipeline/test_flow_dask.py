@@ -2,7 +2,8 @@
 (``dask worker ADDRESS``, from another working folder), against one Prefect API.
 
 The reference is the same tiny project's first run on the threads runner (test_flow.py's, kept for the session;
-run here when this module runs alone).
+run here when this module runs alone). The threads run forks its stages from the warm server, the cluster's
+daemonic workers execute fresh interpreters: their agreement is also the check that both ways compute the same.
 
 1. the cluster run, GPU stages asking for ``GPU=1`` (two workers have it, one does not), and the
    worker process running a training stage SIGKILLed in its middle: the stage dies with it, Dask runs

@@ -1,0 +1,67 @@
+"""A stage's process, forked from the warm server or executed fresh: the same output, exit status, environment
+and working folder either way, and a forked stage still dies with the process that started it.
+
+(That the two ways compute the same stage outputs is test_flow_dask.py's comparison: the threads run forks its
+stages, the cluster's daemonic workers execute them, and their dvc.lock files must agree byte for byte.)
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from steerkit.pipeline import launch
+
+from .conftest import alive
+
+CHILD = (
+    "import os, sys, torch; print('in', os.getcwd(), flush=True); print('sees', os.environ.get('PROBE'), "
+    "torch.get_num_threads(), sys.argv[1:]); print('oops', file=sys.stderr); sys.exit(5)"
+)
+
+
+@pytest.mark.parametrize("how", ["fork", "exec"])
+def test_both_ways_give_the_same_lines_exit_status_environment_and_folder(how, tmp_path, monkeypatch):
+    monkeypatch.setenv(launch.START, how)
+    assert launch.forks() == (how == "fork")
+    env = {**os.environ, "PROBE": "here", "OMP_NUM_THREADS": "1"}
+    env.pop(launch.START)  # the child gets exactly env, whatever this process has
+    proc = launch.start([sys.executable, "-c", CHILD, "a", "b"], str(tmp_path), env)
+    assert isinstance(proc, launch.Forked) == (how == "fork")
+    lines = [line.rstrip("\n") for line in proc.stdout]
+    assert proc.wait() == 5
+    assert lines == [f"in {tmp_path}", "sees here 1 ['a', 'b']", "oops"]
+
+
+def test_a_forked_module_runs_as_python_m_runs_it(tmp_path):
+    (tmp_path / "probe_mod.py").write_text("import sys\nprint(__name__, sys.argv[1:])\n")  # found in the folder
+    proc = launch.start([sys.executable, "-m", "probe_mod", "x"], str(tmp_path), dict(os.environ))
+    assert [line.strip() for line in proc.stdout] == ["__main__ ['x']"] and proc.wait() == 0
+
+
+DRIVER = """
+import os, sys
+from steerkit.pipeline import launch
+code = "from steerkit.pipeline.launch import die_with_parent; import os, time; die_with_parent(0.1); " \\
+       "print(os.getpid(), flush=True); time.sleep(60)"
+proc = launch.start([sys.executable, "-c", code], os.getcwd(), {**os.environ, launch.PARENT_PID: str(os.getpid())})
+print(type(proc).__name__, proc.stdout.readline().strip(), flush=True)
+import time; time.sleep(60)
+"""
+
+
+def test_a_forked_stage_dies_with_the_process_that_started_it(tmp_path):
+    """The forked stage's parent is the forkserver: it goes when the starting process goes, and the stage too."""
+    parent = subprocess.Popen([sys.executable, "-c", DRIVER], stdout=subprocess.PIPE, text=True, cwd=tmp_path)
+    kind, child = parent.stdout.readline().split()
+    assert kind == "Forked"
+    os.kill(parent.pid, 9)
+    parent.wait(10)
+    deadline = time.time() + 15
+    while time.time() < deadline and alive(int(child)):
+        time.sleep(0.05)
+    assert not alive(int(child))
