@@ -28,11 +28,13 @@ from .metrics import SWINGS, comparison_row, summarize
 SIDES = ("away", "toward")
 
 
-def _ppl_row(inputs: Inputs, vector: SteeringVector | None, m: float, plain: dict[str, Any], **keys: Any) -> dict:
-    """The perplexity of the neutral texts under ``inputs``' prompt (and ``vector`` at ``m``), against ``plain``."""
+def _ppl_row(inputs: Inputs, vector: SteeringVector, m: float, plain: dict[str, Any], **keys: Any) -> dict:
+    """The perplexity of the neutral texts under ``inputs``' prompt and ``vector`` at ``m``, against ``plain``.
+
+    At m = 0 it is the prompt alone, from the pass that also caches the stream at ``vector``'s layer (which
+    the vector-with-prompt rows then start from)."""
     runner = inputs.texts
-    finals = runner.plain() if vector is None or m == 0 else runner.finals(vector, m)
-    row = perplexity_row(*text_nlls(runner, finals), multiplier=m, **keys)
+    row = perplexity_row(*text_nlls(runner, runner.finals(vector, m)), multiplier=m, **keys)
     row["fluency_cost"] = row["perplexity"] / plain["perplexity"] - 1.0
     return row
 
@@ -73,7 +75,7 @@ def prompt_baseline(
         (ab,) = ab_curve(model, tokenizer, inputs.pairs, vector, [0.0], runner=inputs.ab)
         rows["margin"].append({"prompt": side, **margin})
         rows["ab"].append({"prompt": side, **ab})
-        rows["perplexity"].append(_ppl_row(inputs, None, 0.0, plain, prompt=side))
+        rows["perplexity"].append(_ppl_row(inputs, vector, 0.0, plain, prompt=side))
         if judge is not None and cfg.n_open > 0:
             judged = open_ended_curve(
                 model, tokenizer, inputs.pairs, vector, [0.0], judge, cfg.n_open, cfg.max_new_tokens, inputs.system

@@ -49,6 +49,16 @@ def test_prompt_baseline_is_the_margin_under_each_system_prompt():
         assert all(isinstance(row[k], float) for k in ("margin_swing", "margin_per_token_swing", "win_swing")), row
     assert prompt["summary"]["win_swing"] == pytest.approx(toward["win_fraction"] - away["win_fraction"])
     assert render_png(report)[:4] == b"\x89PNG"
+    # the fluency rows through the stream cache (the prompt's pass reused by the vector with the prompt) equal the
+    # full model's at every row
+    full = evaluate_vector(model, tok, vec, pairs, EvalConfig(multipliers=(-1, 0, 1)), texts=TEXTS, prompts=PROMPTS,
+                           cached=False)  # fmt: skip
+    for part in ("prompt", "vector_with_prompt"):
+        got = [(r["prompt"], r["multiplier"], r["perplexity"]) for r in report[part]["perplexity"]]
+        want = [
+            (r["prompt"], r["multiplier"], pytest.approx(r["perplexity"], rel=1e-5)) for r in full[part]["perplexity"]
+        ]
+        assert got == want and len(got) == 2
 
 
 def test_shipped_prompts_cover_the_seed_and_paper_behaviors():
