@@ -55,7 +55,8 @@ def test_flow_on_the_embedded_model_then_dvc_has_nothing_to_do(tmp_path, prefect
     assert (root / "params.yaml").read_text().startswith("# the team's note")  # comments kept
     assert f"generate@{G}" in set(dvc_status(root))  # dvc.yaml in step: DVC sees the new stage
     written = yaml.safe_load((root / "params.yaml").read_text())
-    written["behaviors"][G]["data"]["generate"]["max_new_tokens"] = 32  # shorter answers: a cheaper test
+    written["behaviors"][G]["data"]["generate"].update(max_new_tokens=32, judge=False)  # cheaper: shorter answers;
+    # the judge of generated pairs is test_openai_server.py's, through the same server
     write_params(root, written)
 
     flows = load_flows(root)
