@@ -12,7 +12,10 @@ first imports the starting program's main module (the ``steerkit`` command: a gu
 ``steerkit pipeline serve`` keeps its server: restart it after upgrading torch or transformers.
 
 A fresh interpreter instead when ``$STEERKIT_STAGE_START`` is ``exec``, where the platform has no forkserver,
-and in a daemonic process (a Dask worker by default), which may not have children of its own.
+when the program is a script of one's own (see ``_main_importable``), and in a daemonic process (a Dask
+worker by default; ``DASK_DISTRIBUTED__WORKER__DAEMON=False`` in the workers' environment lets them fork
+too), which may not have children of its own. A forked stage shows its command line in ps, top and
+nvidia-smi as an executed one would; the run's placement says which way each stage started.
 """
 
 from __future__ import annotations
@@ -20,13 +23,18 @@ from __future__ import annotations
 import multiprocessing
 import os
 import runpy
+import shlex
 import subprocess
 import sys
+import sysconfig
 import threading
 import time
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import IO
+
+import setproctitle
 
 #: how stages start: ``fork`` (from the warm forkserver, where it can) or ``exec`` (a fresh interpreter)
 START = "STEERKIT_STAGE_START"
@@ -69,7 +77,24 @@ def forks() -> bool:
         os.environ.get(START, "fork") != "exec"
         and "forkserver" in multiprocessing.get_all_start_methods()
         and not multiprocessing.current_process().daemon
+        and _main_importable()
     )
+
+
+def _main_importable() -> bool:
+    """The forked child first imports this program's main module (multiprocessing's rule), which must not start
+    anything then: a package's ``__main__`` (``python -m steerkit.cli``, ``python -m pytest``: never imported
+    again), ``python -c`` (nothing to import), a console script pip wrote (``steerkit``: a guarded launcher), or
+    a main that multiprocessing already imported this way (this process is its child: a Dask worker). Any other
+    program (a script of one's own) has its stages executed instead."""
+    main = sys.modules.get("__main__")
+    if getattr(main, "__name__", None) == "__mp_main__":
+        return True
+    name = getattr(getattr(main, "__spec__", None), "name", None)
+    if name is not None:
+        return name.endswith("__main__")
+    path = getattr(main, "__file__", None)
+    return path is None or Path(path).resolve().parent == Path(sysconfig.get_path("scripts")).resolve()
 
 
 class Forked:
@@ -132,6 +157,7 @@ def _child(argv: list[str], cwd: str, env: dict[str, str], out: Connection, aliv
         os._exit(3)
 
     threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
+    setproctitle.setproctitle(shlex.join(argv))  # ps, top and nvidia-smi show the stage, not the forkserver
     os.dup2(out.fileno(), 1)
     os.dup2(out.fileno(), 2)
     out.close()

@@ -137,8 +137,9 @@ def stage_process(
     threads: int | None,
     log: Callable[[str], None],
     env: dict[str, str] | None = None,
-) -> None:
-    """Run one stage in its own process (the command `dvc repro` runs), its output going to ``log`` line by line.
+) -> str:
+    """Run one stage in its own process (the command `dvc repro` runs), its output going to ``log`` line by line;
+    how the process started: ``forked`` or ``executed``.
 
     A process per stage keeps stages that run at the same time apart (model loading, RNG seeds,
     torch threads); it is forked from a warm server where it can (``launch``). ``env`` adds to its
@@ -180,6 +181,7 @@ def stage_process(
             fix=f"run `steerkit pipeline stage {n.stage}{' ' + n.name if n.name else ''}` "
             "in the project root to see it alone",
         )
+    return "forked" if isinstance(proc, launch.Forked) else "executed"
 
 
 def flow_stage(
@@ -209,11 +211,11 @@ def flow_stage(
         return result
     with pool(placement).lease(spec(n.stage).device, log) as lease:
         log(f"▶ {n.address} on {lease.device}")
-        stage_process(n, root, params, threads, log, env=lease.env)
+        how = stage_process(n, root, params, threads, log, env=lease.env)
     outputs = {o: sha256_tree(Path(root) / o) for o in n.outputs}
     if missing := [o for o, h in outputs.items() if h is None]:
         raise StageError(f"stage {n.address} did not write {', '.join(missing)}")
     log(f"✓ {n.address} in {lease.seconds:.0f} s")
-    result = {"stage": n.stage, "name": n.name, "outputs": outputs, **lease.record()}
+    result = {"stage": n.stage, "name": n.name, "outputs": outputs, **lease.record(), "process": how}
     ledger.record(n.address, result)
     return result

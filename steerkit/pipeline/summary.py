@@ -210,8 +210,9 @@ def summarize(
 
 
 def placement(out: Outcome) -> dict[str, dict[str, Any]]:
-    """Where and when each stage that ran this time ran: device, Dask worker, start and end (epoch seconds)."""
-    keys = ("device", "worker", "started", "ended")
+    """Where, how and when each stage that ran this time ran: device, Dask worker, its process forked or executed
+    (``steerkit.pipeline.launch``), start and end (epoch seconds)."""
+    keys = ("device", "worker", "process", "started", "ended")
     return {a: {k: r.get(k) for k in keys} for a, r in out.results.items() if r["status"] == "ran" and "device" in r}
 
 
@@ -223,7 +224,7 @@ def placement_lines(summary: dict[str, Any]) -> list[str]:
     t0 = min(p["started"] for p in placed.values())
     width = max(len(a) for a in placed)
     return [
-        f"ran       {a:<{width}}  {p['device']:<7} {p['worker'] or 'flow':<8} "
+        f"ran       {a:<{width}}  {p['device']:<7} {p['worker'] or 'flow':<8} {p.get('process') or '':<8} "
         f"{p['started'] - t0:6.0f} s → {p['ended'] - t0:6.0f} s"
         for a, p in sorted(placed.items(), key=lambda kv: kv[1]["started"])
     ]

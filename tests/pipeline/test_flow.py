@@ -110,6 +110,7 @@ def test_1_first_run_retries_commits_and_agrees_with_dvc(project, flows, monkeyp
     } | {"catalog": "cpu"}
     on_gpu = sorted((p["started"], p["ended"], p["device"]) for a, p in placed.items() if p["device"] != "cpu")
     assert len(on_gpu) == 2 * 4 + 2 and {d for *_, d in on_gpu} == {"cuda:0", "cuda:1"}
+    assert {p["process"] for p in placed.values()} == {"forked"}  # from the warm server (steerkit.pipeline.launch)
     for dev in ("cuda:0", "cuda:1"):  # never two stages on one device at once
         spans = [(s, e) for s, e, d in on_gpu if d == dev]
         assert all(e1 <= s2 for (_, e1), (s2, _) in zip(spans, spans[1:]))

@@ -65,3 +65,16 @@ def test_a_forked_stage_dies_with_the_process_that_started_it(tmp_path):
     while time.time() < deadline and alive(int(child)):
         time.sleep(0.05)
     assert not alive(int(child))
+
+
+def test_a_script_of_ones_own_has_its_stages_executed(tmp_path):
+    """The forked child would import the program's main module first (multiprocessing's rule): an unguarded script
+    would start again there. Such a program's stages start fresh instead, and work."""
+    script = tmp_path / "nightly.py"
+    script.write_text(
+        "import os, sys\nfrom steerkit.pipeline import launch\n"
+        "p = launch.start([sys.executable, '-c', 'print(6 * 7)'], os.getcwd(), dict(os.environ))\n"
+        "print(type(p).__name__, p.stdout.read().strip(), p.wait())\n"
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert out.stdout.split() == ["Popen", "42", "0"], out.stderr
