@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -118,6 +119,31 @@ def replace_dir(new: str | os.PathLike, final: str | os.PathLike) -> Path:
         raise
     shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def scratch_dir(folder: str | os.PathLike, prefix: str) -> Path:
+    """A fresh scratch folder's path ``folder/<prefix><host>-<pid>.<random>``; first removes the ones with
+    ``prefix`` whose writer, a process on this host, is gone (killed before it could clean up).
+
+    Folders of writers on other hosts (a cluster's shared filesystem) are never touched."""
+    folder = Path(folder)
+    host = socket.gethostname()
+    for old in folder.glob(f"{prefix}*") if folder.is_dir() else ():
+        writer, _, _ = old.name[len(prefix) :].rpartition(".")
+        owner, _, pid = writer.rpartition("-")
+        if owner == host and pid.isdigit() and not _running(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    return folder / f"{prefix}{host}-{os.getpid()}.{uuid.uuid4().hex[:8]}"
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 @contextmanager

@@ -12,10 +12,11 @@ first imports the starting program's main module (the ``steerkit`` command: a gu
 ``steerkit pipeline serve`` keeps its server: restart it after upgrading torch or transformers.
 
 A fresh interpreter instead when ``$STEERKIT_STAGE_START`` is ``exec``, where the platform has no forkserver,
-when the program is a script of one's own (see ``_main_importable``), and in a daemonic process (a Dask
-worker by default; ``DASK_DISTRIBUTED__WORKER__DAEMON=False`` in the workers' environment lets them fork
-too), which may not have children of its own. A forked stage shows its command line in ps, top and
-nvidia-smi as an executed one would; the run's placement says which way each stage started.
+when the program is a script of one's own (see ``_main_importable``; ``fork`` forks for it too), and in a
+daemonic process (a Dask worker by default; ``DASK_DISTRIBUTED__WORKER__DAEMON=False`` in the workers'
+environment lets them fork too), which may not have children of its own. A forked stage shows its command
+line in ps, top and nvidia-smi as an executed one would; the run's placement says which way each stage
+started.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ from typing import IO
 
 import setproctitle
 
-#: how stages start: ``fork`` (from the warm forkserver, where it can) or ``exec`` (a fresh interpreter)
+#: how stages start: ``auto`` (forked where that is safe), ``fork`` (forked; a program of one's own must guard its
+#: main) or ``exec`` (a fresh interpreter)
 START = "STEERKIT_STAGE_START"
 #: set for a stage's process: the pid of the process that started it, which it must not outlive
 PARENT_PID = "STEERKIT_STAGE_PARENT_PID"
@@ -72,13 +74,13 @@ def die_with_parent(interval_s: float = 1.0) -> None:
 
 
 def forks() -> bool:
-    """Whether stages started from this process are forked from the warm server (see the module's docstring)."""
-    return (
-        os.environ.get(START, "fork") != "exec"
-        and "forkserver" in multiprocessing.get_all_start_methods()
-        and not multiprocessing.current_process().daemon
-        and _main_importable()
-    )
+    """Whether stages started from this process are forked from the warm server (see the module's docstring):
+    ``$STEERKIT_STAGE_START`` ``auto`` (default) where the main module is safe to import again, ``fork`` for any
+    program (its main must be guarded, as multiprocessing asks), ``exec`` never."""
+    how = os.environ.get(START, "auto")
+    if how == "exec" or "forkserver" not in multiprocessing.get_all_start_methods():
+        return False
+    return not multiprocessing.current_process().daemon and (how == "fork" or _main_importable())
 
 
 def _main_importable() -> bool:

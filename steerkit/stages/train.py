@@ -10,14 +10,13 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..data.readers import load_pairs
 from ..errors import DataError
-from ..fileio import replace_dir, sha256_file
+from ..fileio import replace_dir, scratch_dir, sha256_file
 from ..layout import safe_name, staging_dir
 from ..models import LoadedModel, decoder_layers, load_model
 from ..packing import encode_pairs
@@ -157,7 +156,7 @@ def train(
     recipe = recipe_for(lm.name, len(decoder_layers(lm.model)))
     cfg = cfg or recipe.train
     final = Path(out_dir)
-    staging = staging_dir(root) / f"{final.parent.name}.{final.name}.{uuid.uuid4().hex[:8]}"
+    staging = scratch_dir(staging_dir(root), f"{final.parent.name}.{final.name}.")  # a killed run's is swept
     methods = ["bipo"] + (["caa"] if baseline == "caa" else [])
     files = {
         m: staging / (f"L{cfg.layer}.safetensors" if m == "bipo" else f"L{cfg.layer}.{m}.safetensors") for m in methods

@@ -97,6 +97,32 @@ def test_training_killed_mid_epoch_resumes_to_the_same_vector(tmp_path):
     assert got.meta["steps"] == len(full.log) == 4 * STEPS_PER_EPOCH
 
 
+# ------------------------------------------------------------------------ a killed writer's scratch
+WRITER = (
+    "import sys, time; from steerkit.fileio import scratch_dir; p = scratch_dir(sys.argv[1], 'vec.'); "
+    "p.mkdir(parents=True); print(p, flush=True); time.sleep(120)"
+)
+
+
+def test_a_killed_writers_scratch_folder_is_swept_by_the_next_writer_and_no_other(tmp_path):
+    """A stage killed while its vectors were in staging (a Dask worker lost mid-stage) leaves its folder; the next
+    writer into the same place removes it — not a live writer's, not another host's (a shared filesystem)."""
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    killed = Path(proc.stdout.readline().strip())
+    proc.kill()
+    proc.wait(30)
+    elsewhere = tmp_path / "vec.other-node-12345.0badc0de"
+    unrelated = tmp_path / "lora.dead-1.00000000"
+    for folder in (elsewhere, unrelated):
+        folder.mkdir()
+    assert killed.is_dir()
+    live = fileio.scratch_dir(tmp_path, "vec.")  # the next writer, this process: the killed one's folder goes
+    assert not killed.exists() and elsewhere.is_dir() and unrelated.is_dir() and not live.exists()
+    live.mkdir()
+    fresh = fileio.scratch_dir(tmp_path, "vec.")  # a running writer's folder stays
+    assert live.is_dir() and fresh != live and fresh.parent == tmp_path and fresh.name.startswith("vec.")
+
+
 # ----------------------------------------------------------------------------- catalog, crashed
 def _vector(root: Path, behavior: str, seed: int = 0) -> None:
     g = torch.Generator().manual_seed(seed)

@@ -148,6 +148,7 @@ def test_1_worker_processes_survive_a_killed_worker_and_agree_with_threads(proje
     assert killed, "the training stage was never seen running"
     stage_pid, worker_pid = killed[0]
     assert not Path(f"/proc/{stage_pid}").exists() or stage_pids("train", A) == []  # died with its worker
+    assert not any((root / ".cache" / "pipeline-staging").glob("*"))  # what it had staged: swept by its retry
     placement = summary["placement"]
     assert placement.pop("catalog")["worker"] is None  # built by the flow itself, after the commit
     assert placement and all(p["worker"] in WORKERS for p in placement.values())  # the rest on the cluster's workers

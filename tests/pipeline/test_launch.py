@@ -67,14 +67,17 @@ def test_a_forked_stage_dies_with_the_process_that_started_it(tmp_path):
     assert not alive(int(child))
 
 
-def test_a_script_of_ones_own_has_its_stages_executed(tmp_path):
+def test_a_script_of_ones_own_has_its_stages_executed_unless_it_asks_to_fork(tmp_path):
     """The forked child would import the program's main module first (multiprocessing's rule): an unguarded script
-    would start again there. Such a program's stages start fresh instead, and work."""
-    script = tmp_path / "nightly.py"
-    script.write_text(
-        "import os, sys\nfrom steerkit.pipeline import launch\n"
-        "p = launch.start([sys.executable, '-c', 'print(6 * 7)'], os.getcwd(), dict(os.environ))\n"
-        "print(type(p).__name__, p.stdout.read().strip(), p.wait())\n"
-    )
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, timeout=120)
-    assert out.stdout.split() == ["Popen", "42", "0"], out.stderr
+    would start again there. Such a program's stages start fresh instead, and work; a guarded one may ask for
+    forks (STEERKIT_STAGE_START=fork)."""
+    start = "p = launch.start([sys.executable, '-c', 'print(6 * 7)'], os.getcwd(), dict(os.environ))\n"
+    show = "print(type(p).__name__, p.stdout.read().strip(), p.wait())\n"
+    head = "import os, sys\nfrom steerkit.pipeline import launch\n"
+    (tmp_path / "nightly.py").write_text(head + start + show)
+    (tmp_path / "guarded.py").write_text(head + "if __name__ == '__main__':\n    " + start + "    " + show)
+    env = {k: v for k, v in os.environ.items() if k != launch.START}
+    for script, how, want in (("nightly.py", "auto", "Popen"), ("guarded.py", "fork", "Forked")):
+        out = subprocess.run([sys.executable, script], capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                             env={**env, launch.START: how})  # fmt: skip
+        assert out.stdout.split() == [want, "42", "0"], out.stderr
