@@ -10,7 +10,6 @@ import copy
 import json
 import os
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelError, VectorError
-from ..fileio import atomic_write_json, atomic_write_text, replace_dir
+from ..fileio import atomic_write_json, atomic_write_text, replace_dir, scratch_dir
 from ..models import LoadedModel, hidden_size, load_model, model_fingerprint
 from .derive import DerivedModel
 
@@ -30,7 +29,8 @@ def save_adapter(derived: DerivedModel, out_dir: str | os.PathLike) -> Path:
     """Write the adapter (safetensors) and steerkit-derive.json; the folder is replaced as a whole."""
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = scratch_dir(out.parent, f".{out.name}.")  # a killed writer's leftover is swept
+    tmp.mkdir()
     try:
         model = derived.model
         base_name = derived.info.get("base_model")
