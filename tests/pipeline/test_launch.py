@@ -81,3 +81,22 @@ def test_a_script_of_ones_own_has_its_stages_executed_unless_it_asks_to_fork(tmp
         out = subprocess.run([sys.executable, script], capture_output=True, text=True, cwd=tmp_path, timeout=120,
                              env={**env, launch.START: how})  # fmt: skip
         assert out.stdout.split() == [want, "42", "0"], out.stderr
+
+
+PROBE_CUDA = """
+import torch, torch.cuda as cuda
+touched = []
+for name in ("is_available", "device_count", "init", "_lazy_init", "current_device", "get_device_properties"):
+    setattr(cuda, name, lambda *a, _n=name, **k: touched.append(_n))
+from steerkit.pipeline.launch import PRELOAD
+for module in PRELOAD:
+    __import__(module)
+print(touched)
+"""
+
+
+def test_the_warm_server_never_touches_cuda():
+    """A child forked after CUDA was initialised cannot use it: importing the server's modules must not ask torch
+    anything about CUDA (benchmarks/gpu_check.sh uses CUDA from a forked stage on a lent GPU)."""
+    out = subprocess.run([sys.executable, "-c", PROBE_CUDA], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
