@@ -37,6 +37,8 @@ from typing import IO
 
 import setproctitle
 
+from .graph import StageError
+
 #: how stages start: ``auto`` (forked where that is safe), ``fork`` (forked; a program of one's own must guard its
 #: main) or ``exec`` (a fresh interpreter)
 START = "STEERKIT_STAGE_START"
@@ -78,6 +80,12 @@ def forks() -> bool:
     ``$STEERKIT_STAGE_START`` ``auto`` (default) where the main module is safe to import again, ``fork`` for any
     program (its main must be guarded, as multiprocessing asks), ``exec`` never."""
     how = os.environ.get(START, "auto")
+    if how not in ("auto", "fork", "exec"):
+        raise StageError(
+            f"cannot tell how to start a stage: {START}={how!r}",
+            where=f"${START}",
+            fix=f"set it to auto (the default), fork or exec, or unset it: `unset {START}`",
+        )
     if how == "exec" or "forkserver" not in multiprocessing.get_all_start_methods():
         return False
     return not multiprocessing.current_process().daemon and (how == "fork" or _main_importable())

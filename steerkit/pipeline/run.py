@@ -22,7 +22,6 @@ from . import launch
 from .devices import Devices, pool
 from .dvc import up_to_date
 from .graph import Node, StageError, node, spec
-from .launch import PARENT_PID, die_with_parent
 from .ledger import Ledger
 from .params import DEFAULT_PARAMS, Params, load_params
 
@@ -47,7 +46,7 @@ def run_stage(
     echo: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Run one stage instance from the project root; raise a SteerkitError naming what to fix if it fails."""
-    die_with_parent()
+    launch.die_with_parent()
     p = params if isinstance(params, Params) else load_params(params)
     n = node(p, stage, name, groups)
     say = echo or print
@@ -146,7 +145,7 @@ def stage_process(
     environment (the device it is pinned to). A line every 30 s says the stage is still running while
     it prints nothing.
     """
-    env = {**os.environ, **(env or {}), PARENT_PID: str(os.getpid())}
+    env = {**os.environ, **(env or {}), launch.PARENT_PID: str(os.getpid())}
     env.setdefault("COLUMNS", "200")  # command lines and tables on one log line each
     if threads:
         env.setdefault("OMP_NUM_THREADS", str(threads))

@@ -15,6 +15,7 @@ import time
 import pytest
 
 from steerkit.pipeline import launch
+from steerkit.pipeline.graph import StageError
 
 from .conftest import alive
 
@@ -100,3 +101,10 @@ def test_the_warm_server_never_touches_cuda():
     anything about CUDA (benchmarks/gpu_check.sh uses CUDA from a forked stage on a lent GPU)."""
     out = subprocess.run([sys.executable, "-c", PROBE_CUDA], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_an_unknown_way_to_start_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv(launch.START, "frok")
+    with pytest.raises(StageError, match="STEERKIT_STAGE_START='frok'") as err:
+        launch.start([sys.executable, "-c", "print(1)"], os.getcwd(), dict(os.environ))
+    assert "auto (the default), fork or exec" in err.value.fix
